@@ -1,0 +1,164 @@
+"""The ``pgkd`` command line: distill, evaluate, and run the embedded local teacher.
+
+Every option can also come from the environment (``PGKD_<OPTION>``) or a TOML file (``--config``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pgkd.errors import PGKDError
+from pgkd.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Performance-Guided Knowledge Distillation: make a small student classifier as good as an LLM "
+    "teacher on your classes, at a fraction of the cost.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+teacher_app = typer.Typer(help="The embedded local LLM teacher (an OpenAI-compatible llama.cpp server).")
+app.add_typer(teacher_app, name="teacher")
+console = Console()
+
+Opt = typer.Option
+
+
+@app.command()
+def distill(
+    dataset: Annotated[Optional[str], Opt(help="bbc, wordnet, or a path to a CSV/JSONL file of (text, label)")] = None,
+    teacher: Annotated[
+        Optional[str], Opt(help="local (embedded LLM server), openai (any OpenAI-compatible URL), or simulated")
+    ] = None,
+    teacher_url: Annotated[Optional[str], Opt(help="OpenAI-compatible base URL, e.g. http://host:8000/v1")] = None,
+    teacher_model: Annotated[Optional[str], Opt(help="model name to ask the teacher endpoint for")] = None,
+    steps: Annotated[Optional[int], Opt(help="PGKD steps (paper: 10)")] = None,
+    samples_per_step: Annotated[Optional[int], Opt(help="samples the teacher writes per step (paper: 32)")] = None,
+    patience: Annotated[Optional[int], Opt(help="stop after this many steps without improvement (paper: 5)")] = None,
+    mode: Annotated[Optional[str], Opt(help="head: train the classifier on a frozen encoder (fast); full: fine-tune all")] = None,
+    seed: Annotated[Optional[int], Opt(help="seed of the splits and training")] = None,
+    text_column: Annotated[Optional[str], Opt(help="text column of a CSV/JSONL dataset")] = None,
+    label_column: Annotated[Optional[str], Opt(help="label column of a CSV/JSONL dataset")] = None,
+    simulated_accuracy: Annotated[Optional[float], Opt(help="labelling accuracy of the simulated teacher")] = None,
+    out: Annotated[Optional[Path], Opt(help="run directory (default: runs/<dataset>-<teacher>-seed<seed>)")] = None,
+    config: Annotated[Optional[Path], Opt(help="TOML file with any of these settings")] = None,
+) -> None:
+    """Distil a teacher into a student on a dataset (the paper's Algorithm 1) and write a run report."""
+    settings = _settings(
+        config,
+        dataset=dataset,
+        teacher=teacher,
+        teacher_url=teacher_url,
+        teacher_model=teacher_model,
+        steps=steps,
+        samples_per_step=samples_per_step,
+        patience=patience,
+        mode=mode,
+        seed=seed,
+        text_column=text_column,
+        label_column=label_column,
+        simulated_accuracy=simulated_accuracy,
+    )
+    from pgkd.runner import run_distillation
+
+    run_dir = out or settings.runs_dir / f"{Path(settings.dataset).stem}-{settings.teacher}-seed{settings.seed}"
+    with _errors():
+        summary = run_distillation(settings, run_dir, console=console)
+    console.print_json(json.dumps(summary))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="a model directory written by pgkd")],
+    dataset: Annotated[Optional[str], Opt(help="bbc, wordnet, or a CSV/JSONL path")] = None,
+    split: Annotated[str, Opt(help="test, validation, train or traffic")] = "test",
+    seed: Annotated[Optional[int], Opt(help="seed of the splits (use the run's)")] = None,
+    config: Annotated[Optional[Path], Opt(help="TOML settings file")] = None,
+) -> None:
+    """Score a saved student on a dataset split: accuracy, macro-F1 and the per-class report."""
+    settings = _settings(config, dataset=dataset, seed=seed)
+    from pgkd.mining import evaluate as score
+    from pgkd.runner import load_splits
+    from pgkd.student import Student
+
+    with _errors():
+        student = Student.load(model)
+        splits = load_splits(settings)
+        examples = getattr(splits, split, None)
+        if examples is None:
+            raise typer.BadParameter(f"unknown split {split!r}")
+        started = time.perf_counter()
+        pred = student.predict([e.text for e in examples])
+        seconds = time.perf_counter() - started
+        report = score(student.labels, [e.label for e in examples], pred.labels)
+    console.print(report.text)
+    console.print_json(
+        json.dumps(
+            {
+                "model": str(model),
+                "version": student.metadata.version,
+                "split": split,
+                "n": len(examples),
+                "accuracy": report.accuracy,
+                "macro_f1": report.macro_f1,
+                "examples_per_second": len(examples) / seconds,
+            }
+        )
+    )
+
+
+@teacher_app.command("serve")
+def teacher_serve(
+    model: Annotated[Optional[str], Opt(help="a candidate key (see `pgkd teacher models`) or a .gguf path")] = None,
+    host: Annotated[str, Opt(help="interface to bind; keep loopback unless you add auth in front")] = "127.0.0.1",
+    port: Annotated[int, Opt(help="port of the OpenAI-compatible API")] = 8011,
+    threads: Annotated[Optional[int], Opt(help="CPU threads (default: all cores)")] = None,
+    ctx: Annotated[int, Opt(help="context window in tokens")] = 4096,
+) -> None:
+    """Serve the embedded local teacher until Ctrl-C. Point any OpenAI client at http://HOST:PORT/v1."""
+    from pgkd.teacher.local import DEFAULT_LOCAL_MODEL, serve
+
+    with _errors():
+        serve(model or DEFAULT_LOCAL_MODEL, host=host, port=port, n_threads=threads, n_ctx=ctx)
+
+
+@teacher_app.command("models")
+def teacher_models() -> None:
+    """List the local teacher models that ship as PyPI packages, and whether each is installed."""
+    from pgkd.teacher.local import CANDIDATES, DEFAULT_LOCAL_MODEL, locate_part
+
+    table = Table("key", "description", "installed", "default")
+    for key, m in CANDIDATES.items():
+        installed = all(locate_part(p) is not None for p in m.parts)
+        table.add_row(key, m.description, "yes" if installed else "no", "*" if key == DEFAULT_LOCAL_MODEL else "")
+    console.print(table)
+
+
+def _settings(config: Path | None, **flags: Any) -> Settings:
+    try:
+        return load_settings(config, **flags)
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+class _errors(ExitStack):
+    """Turn library errors into a one-line message and exit code 1 instead of a traceback."""
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        super().__exit__(exc_type, exc, tb)
+        if exc_type is not None and issubclass(exc_type, PGKDError):
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1)
+        return False
+
+
+if __name__ == "__main__":
+    app()

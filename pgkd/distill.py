@@ -1,0 +1,266 @@
+"""The offline PGKD loop: Algorithm 1 of Di Palo et al. (arXiv 2411.05045).
+
+1. train the student on the seed labels; 2. evaluate it on validation (per-class report, hard
+negatives = misclassified samples it was most confident about); 3. prompt the teacher with the
+taxonomy, correct and misclassified examples, hard negatives and the report verbatim; 4. add the
+accepted samples to the training set and retrain; 5. keep the best model on validation, stopping
+after ``patience`` steps without improvement or ``steps`` steps in all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pgkd.data import Example, Splits
+from pgkd.errors import TeacherBudgetExceeded, TeacherError, TeacherResponseError, TeacherUnavailable
+from pgkd.mining import (
+    ScoredExample,
+    ValidationReport,
+    evaluate,
+    hard_negatives,
+    sample_examples,
+    score,
+    target_classes,
+)
+from pgkd.student import Student, TrainConfig
+from pgkd.teacher.base import Teacher
+
+Metric = Literal["macro_f1", "accuracy"]
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knobs of Algorithm 1; the defaults are the paper's (10 steps, 32 samples, patience 5, 16 examples).
+
+    >>> DistillConfig(steps=3).samples_per_step
+    32
+    """
+
+    steps: int = 10
+    samples_per_step: int = 32
+    patience: int = 5
+    prompt_examples: int = 16  # of each kind: correct, misclassified, hard negatives
+    target_classes: int = 4  # how many weak classes the teacher writes for each step
+    metric: Metric = "macro_f1"  # validation metric that decides "better"
+    min_improvement: float = 0.0  # a step must beat the best by more than this to count
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate_test: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "patience", "prompt_examples", "target_classes", "samples_per_step"):
+            if getattr(self, name) < (0 if name == "steps" else 1):
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.metric not in ("macro_f1", "accuracy"):
+            raise ValueError(f"metric must be 'macro_f1' or 'accuracy', got {self.metric!r}")
+        if self.min_improvement < 0:
+            raise ValueError(f"min_improvement must be >= 0, got {self.min_improvement}")
+
+
+@dataclass
+class StepRecord:
+    """What one step did and achieved; the run report is a list of these."""
+
+    step: int
+    train_size: int
+    validation: dict[str, Any]
+    test: dict[str, Any] | None
+    improved: bool
+    target_classes: list[str] = field(default_factory=list)
+    proposed: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    teacher: dict[str, Any] = field(default_factory=dict)  # cumulative usage after this step
+    teacher_seconds: float = 0.0
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class DistillResult:
+    best: Student
+    best_step: int
+    history: list[StepRecord]
+    samples: list[Example]  # every accepted teacher sample, in order
+    stop_reason: str
+    final_validation: ValidationReport
+    final_test: ValidationReport | None
+    seed_test: ValidationReport | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "best_step": self.best_step,
+            "stop_reason": self.stop_reason,
+            "seed_test": self.seed_test.summary() if self.seed_test else None,
+            "best_test": self.final_test.summary() if self.final_test else None,
+            "best_validation": self.final_validation.summary(),
+            "steps": [asdict(r) for r in self.history],
+        }
+
+
+Event = dict[str, Any]
+
+
+def fingerprint(examples: Sequence[Example]) -> str:
+    """Order-independent sha256 of a training set, recorded as the model's data lineage."""
+    digest = hashlib.sha256()
+    for text, label in sorted((e.text, e.label) for e in examples):
+        digest.update(f"{label}\x1f{text}\x1e".encode())
+    return digest.hexdigest()
+
+
+def distill(
+    splits: Splits,
+    teacher: Teacher,
+    config: DistillConfig = DistillConfig(),
+    *,
+    student: Student | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> DistillResult:
+    """Run PGKD and return the best student on validation (step 0 is the seed-only student).
+
+    ``student`` is an untrained (or pre-trained) starting point; by default a fresh all-MiniLM-L6-v2
+    student. ``on_event`` receives progress events: ``{"event": "step", ...}`` and others.
+    """
+    emit = on_event or (lambda _e: None)
+    head = config.train.mode == "head"
+    base = student or Student.create(splits.labels, seed=config.seed)
+    exclude = [e.text for e in (*splits.train, *splits.validation, *splits.test)]
+    train_set = list(splits.train)
+    samples: list[Example] = []
+    started = time.perf_counter()
+
+    emit({"event": "train", "step": 0, "size": len(train_set)})
+    current = base.clone()
+    fit = current.fit(train_set, splits.validation, config.train)
+    val_report, scored_val = _evaluate(current, splits.validation, head)
+    test_report = _evaluate(current, splits.test, head)[0] if config.evaluate_test else None
+    seed_test = test_report
+    best, best_step, best_score = current, 0, _metric(val_report, config.metric)
+    best_val, best_test = val_report, test_report
+    history = [
+        StepRecord(
+            step=0,
+            train_size=len(train_set),
+            validation=val_report.summary(),
+            test=test_report.summary() if test_report else None,
+            improved=True,
+            teacher=teacher.usage.as_dict(),
+            train_seconds=fit.seconds,
+            wall_seconds=time.perf_counter() - started,
+            note="seed labels only",
+        )
+    ]
+    emit({"event": "step", "record": history[-1]})
+    stop_reason = f"completed {config.steps} steps"
+    stale = 0
+    for step in range(1, config.steps + 1):
+        step_started = time.perf_counter()
+        k = config.prompt_examples
+        hard = hard_negatives(scored_val, k)
+        classes = target_classes(val_report, hard, min(config.target_classes, len(splits.labels)))
+        emit({"event": "teacher", "step": step, "classes": classes})
+        try:
+            result = teacher.generate(
+                report=val_report.text,
+                classes=classes,
+                correct=sample_examples(scored_val, k, correct=True, seed=config.seed + step),
+                misclassified=sample_examples(scored_val, k, correct=False, seed=config.seed + step),
+                hard_negatives=hard,
+                n=config.samples_per_step,
+                exclude=exclude,
+            )
+        except TeacherResponseError as exc:  # nothing usable this step; the next one may do better
+            accepted: list[Example] = []
+            proposed, rejected, note = 0, Counter({"invalid_response": 1}), f"teacher answer unusable: {exc}"
+        except (TeacherBudgetExceeded, TeacherUnavailable) as exc:
+            stop_reason = f"teacher stopped the run at step {step}: {exc}"
+            break
+        except TeacherError as exc:
+            stop_reason = f"teacher error at step {step}: {exc}"
+            break
+        else:
+            accepted, proposed, rejected, note = result.samples, result.proposed, result.rejected, ""
+        teacher_seconds = time.perf_counter() - step_started
+        samples.extend(accepted)
+        exclude.extend(e.text for e in accepted)
+        train_set.extend(accepted)
+        train_seconds = 0.0
+        if accepted:
+            emit({"event": "train", "step": step, "size": len(train_set)})
+            current = _successor(base, current, head, seed=config.seed)
+            train_seconds = current.fit(train_set, splits.validation, config.train).seconds
+            val_report, scored_val = _evaluate(current, splits.validation, head)
+            test_report = _evaluate(current, splits.test, head)[0] if config.evaluate_test else None
+        else:
+            note = note or "no sample accepted; model unchanged"
+        value = _metric(val_report, config.metric)
+        improved = bool(accepted) and value > best_score + config.min_improvement
+        if improved:
+            best, best_step, best_score, best_val, best_test = current, step, value, val_report, test_report
+            stale = 0
+        else:
+            stale += 1
+        history.append(
+            StepRecord(
+                step=step,
+                train_size=len(train_set),
+                validation=val_report.summary(),
+                test=test_report.summary() if test_report else None,
+                improved=improved,
+                target_classes=classes,
+                proposed=proposed,
+                accepted=len(accepted),
+                rejected=dict(rejected),
+                teacher=teacher.usage.as_dict(),
+                teacher_seconds=teacher_seconds,
+                train_seconds=train_seconds,
+                wall_seconds=time.perf_counter() - step_started,
+                note=note,
+            )
+        )
+        emit({"event": "step", "record": history[-1]})
+        if stale >= config.patience:
+            stop_reason = f"early stop: no validation improvement for {config.patience} steps"
+            break
+
+    best.metadata.data_fingerprint = fingerprint([*splits.train, *samples[: _samples_used(history, best_step)]])
+    best.metadata.metrics = {
+        "validation": best_val.summary(),
+        "test": best_test.summary() if best_test else None,
+        "step": best_step,
+        "teacher": teacher.name,
+        "teacher_usage": teacher.usage.as_dict(),
+    }
+    return DistillResult(best, best_step, history, samples, stop_reason, best_val, best_test, seed_test)
+
+
+def _successor(base: Student, current: Student, head: bool, *, seed: int) -> Student:
+    # Head mode retrains the classifier from scratch on the frozen encoder (cheap, and the result does
+    # not depend on the path taken); full mode warm-starts from the current model, since fine-tuning
+    # from scratch each step would cost minutes per step on a CPU.
+    if head:
+        nxt = base.clone()
+        nxt.reset_head(seed)
+        return nxt
+    return current.clone()
+
+
+def _evaluate(student: Student, examples: Sequence[Example], cache: bool) -> tuple[ValidationReport, list[ScoredExample]]:
+    pred = student.predict([e.text for e in examples], cache=cache)
+    report = evaluate(student.labels, [e.label for e in examples], pred.labels)
+    return report, score(examples, pred.labels, pred.confidence.tolist())
+
+
+def _metric(report: ValidationReport, metric: Metric) -> float:
+    return report.macro_f1 if metric == "macro_f1" else report.accuracy
+
+
+def _samples_used(history: list[StepRecord], step: int) -> int:
+    return sum(r.accepted for r in history if 0 < r.step <= step)

@@ -1,0 +1,88 @@
+"""The run report of a distillation: JSON for machines, PNG plots for people."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pgkd.distill import DistillResult  # noqa: E402
+
+
+def write_report(result: DistillResult, out_dir: str | Path, *, context: dict[str, Any] | None = None) -> Path:
+    """Write ``report.json``, ``samples.jsonl`` and three plots into ``out_dir``; returns the JSON path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    body = {**(context or {}), **result.as_dict()}
+    path = out / "report.json"
+    path.write_text(json.dumps(body, indent=2, default=float))
+    with (out / "samples.jsonl").open("w") as f:
+        for s in result.samples:
+            f.write(json.dumps({"text": s.text, "label": s.label}) + "\n")
+    plot_validation_curve(body["steps"], out / "validation_macro_f1.png")
+    before = result.history[0].test or result.history[0].validation
+    after = result.final_test.summary() if result.final_test else result.final_validation.summary()
+    plot_per_class(before["per_class_f1"], after["per_class_f1"], out / "per_class_f1.png")
+    final = result.final_test or result.final_validation
+    plot_confusion(final.confusion, list(final.labels), out / "confusion_matrix.png")
+    return path
+
+
+def plot_validation_curve(steps: list[dict[str, Any]], path: Path) -> None:
+    xs = [s["step"] for s in steps]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(xs, [s["validation"]["macro_f1"] for s in steps], marker="o", label="validation")
+    if all(s.get("test") for s in steps):
+        ax.plot(xs, [s["test"]["macro_f1"] for s in steps], marker=".", ls="--", label="test")
+    best = [s["step"] for s in steps if s["improved"]]
+    ax.scatter(best, [steps[xs.index(b)]["validation"]["macro_f1"] for b in best], s=80, facecolors="none",
+               edgecolors="green", label="new best")
+    ax.set(xlabel="PGKD step (0 = seed labels only)", ylabel="macro-F1", title="Macro-F1 per step")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_per_class(before: dict[str, float], after: dict[str, float], path: Path) -> None:
+    labels = list(before)
+    y = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.28 * len(labels) + 1)))
+    ax.barh(y - 0.2, [before[c] for c in labels], height=0.4, label="seed student")
+    ax.barh(y + 0.2, [after.get(c, 0.0) for c in labels], height=0.4, label="PGKD student")
+    ax.set_yticks(y, labels, fontsize=8 if len(labels) > 12 else 10)
+    ax.invert_yaxis()
+    ax.set(xlabel="F1", xlim=(0, 1), title="Per-class F1 before vs after PGKD")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_confusion(confusion: list[list[int]], labels: list[str], path: Path) -> None:
+    m = np.asarray(confusion, dtype=float)
+    rows = m / np.clip(m.sum(axis=1, keepdims=True), 1, None)
+    size = max(4.0, 0.3 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ticks = np.arange(len(labels))
+    small = len(labels) > 12
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=6 if small else 9)
+    ax.set_yticks(ticks, labels, fontsize=6 if small else 9)
+    if not small:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if m[i, j]:
+                    ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if rows[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (best model)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

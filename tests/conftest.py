@@ -1,0 +1,48 @@
+"""Fixtures shared by unit and integration tests."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from pgkd.data import Example
+from pgkd.student import default_base_model
+
+TOPICS = {
+    "sport": ["match", "goal", "league", "coach", "striker", "tennis", "cup", "season"],
+    "business": ["shares", "profit", "market", "bank", "economy", "prices", "investors", "deal"],
+    "tech": ["software", "phone", "internet", "chip", "computer", "app", "robot", "online"],
+}
+
+
+def topic_examples(n_per_class: int, seed: int = 0) -> list[Example]:
+    """Short synthetic texts whose label is carried by topic words: learnable in seconds."""
+    rng = random.Random(seed)
+    out = []
+    for label, words in TOPICS.items():
+        for i in range(n_per_class):
+            picked = rng.sample(words, 3)
+            out.append(Example(f"the {picked[0]} and the {picked[1]} news {i} about {picked[2]}", label))
+    rng.shuffle(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and the real MiniLM tokenizer: trains in seconds."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,114 @@
+"""The loop (Algorithm 1) with a tiny student and a scripted teacher double (unit test only)."""
+
+from collections import Counter
+
+import pytest
+
+from pgkd.data import Example, Splits
+from pgkd.distill import DistillConfig, distill, fingerprint
+from pgkd.errors import TeacherBudgetExceeded
+from pgkd.report import write_report
+from pgkd.student import Student, TrainConfig
+from pgkd.teacher.base import GenerationResult, TeacherLabel, TeacherUsage
+from tests.conftest import TOPICS, topic_examples
+
+LABELS = tuple(sorted(TOPICS))
+
+
+class ScriptedTeacher:
+    """A test double: hands out prepared samples, records what the loop asked for."""
+
+    name = "scripted-test-double"
+
+    def __init__(self, supply: list[Example], fail_at: int | None = None) -> None:
+        self.labels = LABELS
+        self.usage = TeacherUsage()
+        self.supply = list(supply)
+        self.requests: list[dict] = []
+        self.fail_at = fail_at
+
+    def label(self, texts):
+        return [TeacherLabel(None, 0.0) for _ in texts]
+
+    def generate(self, *, report, classes, correct, misclassified, hard_negatives, n, exclude=()):
+        self.usage.calls += 1
+        if self.fail_at is not None and self.usage.calls >= self.fail_at:
+            raise TeacherBudgetExceeded("spent", "calls")
+        self.requests.append(
+            {"report": report, "classes": list(classes), "hard": list(hard_negatives), "n": n, "exclude": set(exclude)}
+        )
+        out = [e for e in self.supply if e.label in classes and e.text not in exclude][:n]
+        for e in out:
+            self.supply.remove(e)
+        return GenerationResult(samples=out, proposed=len(out) + 1, rejected=Counter({"duplicate": 1}))
+
+
+@pytest.fixture()
+def splits():
+    ex = topic_examples(60, seed=2)
+    # a sparse, skewed seed set: "tech" has only 2 training examples
+    train = [e for e in ex[:100] if e.label != "tech"][:30] + [e for e in ex if e.label == "tech"][:2]
+    rest = [e for e in ex if e not in train]
+    return Splits("toy", LABELS, tuple(train), tuple(rest[:30]), tuple(rest[30:60]), tuple(rest[60:]), seed=0)
+
+
+@pytest.fixture()
+def student(tiny_encoder):
+    return Student.create(LABELS, tiny_encoder, seed=0)
+
+
+CFG = TrainConfig(mode="head", max_epochs=40, learning_rate=5e-2)
+
+
+def test_loop_follows_algorithm_1(splits, student, tmp_path):
+    teacher = ScriptedTeacher(list(splits.traffic))
+    events = []
+    result = distill(
+        splits, teacher, DistillConfig(steps=3, samples_per_step=6, patience=5, prompt_examples=4, target_classes=2,
+                                       train=CFG),
+        student=student, on_event=events.append,
+    )
+    assert [r.step for r in result.history] == [0, 1, 2, 3]
+    first = teacher.requests[0]
+    assert "precision" in first["report"] and "recall" in first["report"]  # the report, verbatim
+    assert len(first["hard"]) <= 4 and all(h.label != h.predicted for h in first["hard"])
+    confidences = [h.confidence for h in first["hard"]]
+    assert confidences == sorted(confidences, reverse=True)  # most confident mistakes first
+    # validation and test texts are never handed out as training samples
+    assert {e.text for e in splits.validation + splits.test} <= first["exclude"]
+    assert result.history[1].train_size == len(splits.train) + result.history[1].accepted
+    assert sum(r.accepted for r in result.history) == len(result.samples)
+    best_val = max(r.validation["macro_f1"] for r in result.history)
+    assert result.final_validation.macro_f1 == pytest.approx(best_val)
+    assert result.history[result.best_step].improved
+    assert any(e["event"] == "teacher" for e in events)
+    assert result.best.metadata.data_fingerprint == fingerprint(
+        [*splits.train, *result.samples[: sum(r.accepted for r in result.history[1 : result.best_step + 1])]]
+    )
+    report = write_report(result, tmp_path, context={"dataset": "toy"})
+    for name in ("report.json", "samples.jsonl", "validation_macro_f1.png", "per_class_f1.png", "confusion_matrix.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert report.read_text().count('"step"') >= 4
+
+
+def test_early_stopping_after_patience(splits, student):
+    teacher = ScriptedTeacher([])  # writes nothing: no step can improve
+    result = distill(splits, teacher, DistillConfig(steps=10, patience=2, train=CFG), student=student)
+    assert [r.step for r in result.history] == [0, 1, 2]
+    assert result.best_step == 0 and "early stop" in result.stop_reason
+    assert all(not r.improved for r in result.history[1:])
+
+
+def test_budget_exhaustion_stops_the_run_and_keeps_the_best(splits, student):
+    teacher = ScriptedTeacher(list(splits.traffic), fail_at=2)
+    result = distill(splits, teacher, DistillConfig(steps=5, samples_per_step=6, train=CFG), student=student)
+    assert len(result.history) == 2
+    assert "budget" not in result.stop_reason or "step 2" in result.stop_reason
+    assert "teacher stopped the run at step 2" in result.stop_reason
+
+
+def test_config_validates_itself():
+    with pytest.raises(ValueError, match="patience"):
+        DistillConfig(patience=0)
+    with pytest.raises(ValueError, match="metric"):
+        DistillConfig(metric="loss")  # type: ignore[arg-type]

@@ -1,0 +1,122 @@
+import json
+
+import numpy as np
+import pytest
+
+from pgkd.errors import ModelError
+from pgkd.student import Student, TrainConfig
+from tests.conftest import TOPICS, topic_examples
+
+LABELS = sorted(TOPICS)
+
+
+@pytest.fixture()
+def data():
+    examples = topic_examples(40)
+    return examples[:90], examples[90:]
+
+
+def test_train_config_validates_itself():
+    with pytest.raises(ValueError, match="mode"):
+        TrainConfig(mode="half")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    assert TrainConfig(mode="full").epochs == 4 and TrainConfig(mode="head").epochs == 200
+
+
+def test_create_rejects_bad_labels(tiny_encoder):
+    with pytest.raises(ModelError):
+        Student.create(["only"], tiny_encoder)
+    with pytest.raises(ModelError):
+        Student.create(["a", "a"], tiny_encoder)
+
+
+def test_predict_shapes_and_probabilities(tiny_encoder):
+    s = Student.create(LABELS, tiny_encoder)
+    p = s.predict(["one text", "another, longer text about the market"])
+    assert len(p.labels) == 2 and set(p.labels) <= set(LABELS)
+    assert p.probs.shape == (2, 3)
+    assert np.allclose(p.probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.allclose(p.confidence, p.probs.max(axis=1))
+    assert s.predict([]).probs.shape == (0, 3)
+
+
+@pytest.mark.parametrize("mode", ["head", "full"])
+def test_fit_learns_and_keeps_best_epoch(tiny_encoder, data, mode):
+    train, val = data
+    s = Student.create(LABELS, tiny_encoder, seed=1)
+    before = np.mean([a == e.label for a, e in zip(s.predict([e.text for e in val]).labels, val)])
+    cfg = TrainConfig(mode=mode, max_epochs=60 if mode == "head" else 8, learning_rate=5e-2 if mode == "head" else 3e-3)
+    result = s.fit(train, val, cfg)
+    after = np.mean([a == e.label for a, e in zip(s.predict([e.text for e in val]).labels, val)])
+    assert after >= 0.8 and after > before
+    assert 1 <= result.best_epoch <= result.epochs
+    assert result.best_validation_loss == pytest.approx(min(h["val_loss"] for h in result.history))
+    assert s.metadata.train["mode"] == mode
+
+
+def test_head_mode_leaves_encoder_untouched(tiny_encoder, data):
+    s = Student.create(LABELS, tiny_encoder)
+    encoder_before = {k: v.clone() for k, v in s.model.base_model.state_dict().items()}
+    s.fit(*data, TrainConfig(mode="head", max_epochs=5))
+    for k, v in s.model.base_model.state_dict().items():
+        assert (v == encoder_before[k]).all(), k
+
+
+def test_fit_rejects_unknown_labels(tiny_encoder, data):
+    from pgkd.data import Example
+
+    s = Student.create(LABELS, tiny_encoder)
+    with pytest.raises(ModelError, match="taxonomy"):
+        s.fit([Example("x", "weather")], data[1])
+
+
+def test_save_load_roundtrip_and_checksum(tiny_encoder, data, tmp_path):
+    s = Student.create(LABELS, tiny_encoder)
+    s.fit(*data, TrainConfig(mode="head", max_epochs=5))
+    s.metadata.version = "v7"
+    s.metadata.parent_version = "v6"
+    out = s.save(tmp_path / "m")
+    assert (out / "model.safetensors").is_file()
+    assert not list(out.glob("*.bin")), "weights must be safetensors only"
+    meta = json.loads((out / "pgkd.json").read_text())
+    assert meta["labels"] == LABELS and meta["version"] == "v7" and len(meta["weights_sha256"]) == 64
+    loaded = Student.load(out)
+    texts = [e.text for e in data[1]]
+    assert np.allclose(loaded.predict(texts).probs, s.predict(texts).probs, atol=1e-6)
+    assert loaded.metadata.parent_version == "v6"
+    # a flipped byte in the weights is refused
+    weights = out / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match="checksum"):
+        Student.load(out)
+
+
+def test_load_refuses_directories_without_safetensors(tmp_path):
+    (tmp_path / "pgkd.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ModelError, match="safetensors"):
+        Student.load(tmp_path)
+    with pytest.raises(ModelError, match="pgkd.json"):
+        Student.load(tmp_path / "missing")
+
+
+def test_clone_is_independent_and_reset_head_changes_weights(tiny_encoder, data):
+    s = Student.create(LABELS, tiny_encoder)
+    twin = s.clone()
+    twin.fit(*data, TrainConfig(mode="head", max_epochs=5))
+    assert not np.allclose(s.model.classifier.weight.detach(), twin.model.classifier.weight.detach())
+    w = twin.model.classifier.weight.detach().clone()
+    twin.reset_head(seed=5)
+    assert not np.allclose(w, twin.model.classifier.weight.detach())
+
+
+def test_embed_is_normalised_and_cache_is_consistent(tiny_encoder):
+    s = Student.create(LABELS, tiny_encoder)
+    texts = ["a short text", "a much longer text about the bank and the economy today"]
+    e1 = s.embed(texts, cache=True)
+    e2 = s.embed(list(reversed(texts)), cache=False)
+    assert np.allclose(np.linalg.norm(e1, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(e1, e2[::-1], atol=1e-5)
