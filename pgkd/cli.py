@@ -120,7 +120,7 @@ def teacher_serve(
     host: Annotated[str, Opt(help="interface to bind; keep loopback unless you add auth in front")] = "127.0.0.1",
     port: Annotated[int, Opt(help="port of the OpenAI-compatible API")] = 8011,
     threads: Annotated[Optional[int], Opt(help="CPU threads (default: all cores)")] = None,
-    ctx: Annotated[int, Opt(help="context window in tokens")] = 4096,
+    ctx: Annotated[int, Opt(help="context window in tokens (PGKD prompts need about 4k)")] = 8192,
 ) -> None:
     """Serve the embedded local teacher until Ctrl-C. Point any OpenAI client at http://HOST:PORT/v1."""
     from pgkd.teacher.local import DEFAULT_LOCAL_MODEL, serve
@@ -132,12 +132,12 @@ def teacher_serve(
 @teacher_app.command("models")
 def teacher_models() -> None:
     """List the local teacher models that ship as PyPI packages, and whether each is installed."""
-    from pgkd.teacher.local import CANDIDATES, DEFAULT_LOCAL_MODEL, locate_part
+    from pgkd.teacher.local import DEFAULT_LOCAL_MODEL, MODELS, locate_part
 
-    table = Table("key", "description", "installed", "default")
-    for key, m in CANDIDATES.items():
+    table = Table("key", "model", "installed", "default")
+    for key, m in MODELS.items():
         installed = all(locate_part(p) is not None for p in m.parts)
-        table.add_row(key, m.description, "yes" if installed else "no", "*" if key == DEFAULT_LOCAL_MODEL else "")
+        table.add_row(key, m.notes, "yes" if installed else m.pip_command, "*" if key == DEFAULT_LOCAL_MODEL else "")
     console.print(table)
 
 

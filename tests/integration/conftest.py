@@ -1,0 +1,69 @@
+"""Session fixtures for integration tests: a real OpenAI-compatible teacher.
+
+By default a :class:`LocalTeacherServer` with the default embedded model starts once per session. Set
+``PGKD_TEST_TEACHER_URL`` (and optionally ``PGKD_TEST_TEACHER_MODEL``) to test against an endpoint that is
+already running instead. A teacher that cannot start is an error, never a skip: CI must fail loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pgkd.teacher.local import DEFAULT_LOCAL_MODEL, LocalTeacherServer
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A conftest hook sees every collected item, not only those below it: mark just ours.
+    for item in items:
+        if HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclass(frozen=True)
+class ExternalTeacher:
+    """An endpoint someone else runs; it has the ``base_url`` and ``model`` of a LocalTeacherServer."""
+
+    base_url: str
+    model: str
+    pid: None = None
+
+
+def _first_model(base_url: str) -> str:
+    with urllib.request.urlopen(f"{base_url}/models", timeout=30) as resp:
+        return str(json.load(resp)["data"][0]["id"])
+
+
+@pytest.fixture(scope="session")
+def local_teacher_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LocalTeacherServer | ExternalTeacher]:
+    url = os.environ.get("PGKD_TEST_TEACHER_URL")
+    if url:
+        url = url.rstrip("/")
+        yield ExternalTeacher(url, os.environ.get("PGKD_TEST_TEACHER_MODEL") or _first_model(url))
+        return
+    log = tmp_path_factory.mktemp("local-teacher") / "server.log"
+    # n_ctx 4096: few-shot distillation prompts outgrow llama-cpp-python's default of 2048.
+    with LocalTeacherServer(DEFAULT_LOCAL_MODEL, port=0, n_ctx=4096, log_path=log) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def local_teacher_url(local_teacher_server: LocalTeacherServer | ExternalTeacher) -> str:
+    """Base URL of the teacher, ending in ``/v1``."""
+    return local_teacher_server.base_url
+
+
+@pytest.fixture(scope="session")
+def local_teacher_model(local_teacher_server: LocalTeacherServer | ExternalTeacher) -> str:
+    """The model id to send in requests to the teacher."""
+    return local_teacher_server.model
