@@ -19,8 +19,8 @@ import json
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,9 @@ class Corpus:
     name: str
     labels: tuple[str, ...]
     examples: tuple[Example, ...]
+    # One line per label saying what it means; prompts show it, since a label name alone can mislead
+    # a small teacher ("entertainment" vs "tech").
+    descriptions: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         # Sorted labels give every consumer (student heads, prompts, reports) the same class order.
@@ -71,6 +74,7 @@ class Splits:
     test: tuple[Example, ...]
     traffic: tuple[Example, ...]
     seed: int
+    descriptions: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def fingerprint(self) -> str:
         """A sha256 hex digest of what a result depends on, to tell whether two runs saw the same data.
@@ -158,7 +162,7 @@ def load_bbc() -> Corpus:
             text = f"{headline}{sep}{body}" if body else headline
             if text:
                 examples.append(Example(text, folder.name))
-    return _corpus("bbc", examples, str(root))
+    return replace(_corpus("bbc", examples, str(root)), descriptions=BBC_DESCRIPTIONS)
 
 
 # The standard WordNet 3.0 lexnames table (number = position), used when there is no lexnames file.
@@ -171,6 +175,58 @@ _LEXNAMES = (
     "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
 )
 _QUOTED = re.compile(r'"[^"]*"')
+
+# What each lexicographer file holds, from WordNet's lexnames(5WN) manual page.
+WORDNET_DESCRIPTIONS = {
+    "noun.Tops": "unique beginners for nouns (the most general concepts)",
+    "noun.act": "acts or actions",
+    "noun.animal": "animals",
+    "noun.artifact": "man-made objects",
+    "noun.attribute": "attributes of people and objects",
+    "noun.body": "body parts",
+    "noun.cognition": "cognitive processes and contents",
+    "noun.communication": "communicative processes and contents",
+    "noun.event": "natural events",
+    "noun.feeling": "feelings and emotions",
+    "noun.food": "foods and drinks",
+    "noun.group": "groupings of people or objects",
+    "noun.location": "spatial position",
+    "noun.motive": "goals",
+    "noun.object": "natural objects (not man-made)",
+    "noun.person": "people",
+    "noun.phenomenon": "natural phenomena",
+    "noun.plant": "plants",
+    "noun.possession": "possession and transfer of possession",
+    "noun.process": "natural processes",
+    "noun.quantity": "quantities and units of measure",
+    "noun.relation": "relations between people or things or ideas",
+    "noun.shape": "two and three dimensional shapes",
+    "noun.state": "stable states of affairs",
+    "noun.substance": "substances",
+    "noun.time": "time and temporal relations",
+    "verb.body": "verbs of grooming, dressing and bodily care",
+    "verb.change": "verbs of size, temperature change, intensifying, etc.",
+    "verb.cognition": "verbs of thinking, judging, analyzing, doubting",
+    "verb.communication": "verbs of telling, asking, ordering, singing",
+    "verb.competition": "verbs of fighting, athletic activities",
+    "verb.consumption": "verbs of eating and drinking",
+    "verb.contact": "verbs of touching, hitting, tying, digging",
+    "verb.creation": "verbs of sewing, baking, painting, performing",
+    "verb.emotion": "verbs of feeling",
+    "verb.motion": "verbs of walking, flying, swimming",
+    "verb.perception": "verbs of seeing, hearing, feeling",
+    "verb.possession": "verbs of buying, selling, owning",
+    "verb.social": "verbs of political and social activities and events",
+    "verb.stative": "verbs of being, having, spatial relations",
+    "verb.weather": "verbs of raining, snowing, thawing, thundering",
+}
+BBC_DESCRIPTIONS = {
+    "business": "companies, markets, the economy, trade and finance",
+    "entertainment": "film, music, television, celebrities, awards and the arts",
+    "politics": "government, parliament, elections, parties and policy",
+    "sports": "sport events, athletes, teams, matches and results",
+    "tech": "technology, computing, the internet, gadgets, games and telecoms",
+}
 
 
 def _lexnames(root: Path) -> dict[int, str]:
@@ -218,7 +274,7 @@ def load_wordnet(root: str | Path = "/usr/share/wordnet") -> Corpus:
             if text and text not in seen:
                 seen.add(text)
                 examples.append(Example(text, label))
-    return _corpus("wordnet", examples, str(root))
+    return replace(_corpus("wordnet", examples, str(root)), descriptions=WORDNET_DESCRIPTIONS)
 
 
 def _row(row: dict[str, Any], text_column: str, label_column: str, where: str) -> Example:
@@ -316,7 +372,7 @@ def load_corpus(
     if max_chars is None:
         return corpus
     examples = tuple(Example(e.text[:max_chars], e.label) for e in corpus.examples)
-    return Corpus(corpus.name, corpus.labels, examples)
+    return Corpus(corpus.name, corpus.labels, examples, corpus.descriptions)
 
 
 def _take_stratified(
@@ -399,4 +455,7 @@ def make_splits(
     def pick(indices: np.ndarray) -> tuple[Example, ...]:
         return tuple(examples[i] for i in indices)
 
-    return Splits(corpus.name, labels, pick(train), pick(validation), pick(test), pick(traffic), seed)
+    descriptions = {c: d for c, d in corpus.descriptions.items() if c in labels}
+    return Splits(
+        corpus.name, labels, pick(train), pick(validation), pick(test), pick(traffic), seed, descriptions
+    )

@@ -82,6 +82,7 @@ def build_teacher(settings: Settings, splits: Splits, student: Student, stack: E
         demonstrations=splits.train,
         shots=settings.teacher_shots,
         samples_per_call=settings.teacher_samples_per_call,
+        descriptions=splits.descriptions,
         embed=embed,
         seed=settings.seed,
     )

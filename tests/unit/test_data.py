@@ -289,3 +289,12 @@ def test_wordnet_parsing_on_a_fake_install(tmp_path: Path) -> None:
 def test_wordnet_missing_files_say_how_to_install(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="apt-get install wordnet-base"):
         load_wordnet(tmp_path)
+
+
+def test_builtin_datasets_describe_every_label():
+    from pgkd.data import load_bbc
+
+    corpus = load_bbc()
+    assert set(corpus.descriptions) == set(corpus.labels)
+    splits = make_splits(corpus, seed=0)
+    assert set(splits.descriptions) == set(splits.labels)

@@ -1,0 +1,42 @@
+import pytest
+from typer.testing import CliRunner
+
+from pgkd.cli import app
+from pgkd.settings import load_settings
+
+
+def test_precedence_flags_over_env_over_file(tmp_path, monkeypatch):
+    cfg = tmp_path / "pgkd.toml"
+    cfg.write_text('steps = 3\nsamples_per_step = 8\ndataset = "wordnet"\nteacher_api_key = "from-file"\n')
+    monkeypatch.setenv("PGKD_SAMPLES_PER_STEP", "16")
+    s = load_settings(cfg, steps=None, dataset="bbc")
+    assert s.dataset == "bbc"  # flag
+    assert s.samples_per_step == 16  # environment beats the file
+    assert s.steps == 3  # file beats the default
+    assert s.teacher_api_key.get_secret_value() == "from-file"
+    assert "from-file" not in repr(s) and "from-file" not in str(s.model_dump())
+
+
+def test_invalid_values_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="teacher"):
+        load_settings(None, teacher="gpt")
+    with pytest.raises(FileNotFoundError):
+        load_settings(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("stepz = 3\n")
+    with pytest.raises(ValueError, match="stepz"):
+        load_settings(bad)
+
+
+def test_cli_help_and_bad_settings_exit_cleanly():
+    runner = CliRunner()
+    result = runner.invoke(app, ["distill", "--help"])
+    assert result.exit_code == 0 and "--teacher" in result.output and "--dataset" in result.output
+    result = runner.invoke(app, ["distill", "--teacher", "gpt"])
+    assert result.exit_code == 2 and "invalid settings" in result.output
+
+
+def test_cli_reports_library_errors_without_traceback(tmp_path):
+    result = CliRunner().invoke(app, ["distill", "--dataset", str(tmp_path / "nope.csv"), "--teacher", "simulated"])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "Traceback" not in result.output
