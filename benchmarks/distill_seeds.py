@@ -20,7 +20,9 @@ from pgkd.settings import load_settings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", nargs="+", default=["bbc", "wordnet"])
     parser.add_argument("--teachers", nargs="+", default=["simulated"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -35,8 +37,12 @@ def main() -> None:
             for seed in args.seeds:
                 settings = load_settings(None, dataset=dataset, teacher=teacher, seed=seed, steps=args.steps)
                 console.rule(f"{dataset} / {teacher} / seed {seed}")
-                summary = run_distillation(settings, args.out / f"{dataset}-{teacher}-seed{seed}", console=console)
-                rows = [r for r in rows if (r["dataset"], r["teacher"], r["seed"]) != (dataset, teacher, seed)]
+                summary = run_distillation(
+                    settings, args.out / f"{dataset}-{teacher}-seed{seed}", console=console
+                )
+                rows = [
+                    r for r in rows if (r["dataset"], r["teacher"], r["seed"]) != (dataset, teacher, seed)
+                ]
                 rows.append({"dataset": dataset, "teacher": teacher, "seed": seed, **summary})
                 args.out.mkdir(parents=True, exist_ok=True)
                 results_path.write_text(json.dumps(rows, indent=2))
@@ -50,7 +56,8 @@ def markdown_table(rows: list[dict]) -> str:
         return f"{mean:.3f} ± {spread:.3f}"
 
     lines = [
-        "| dataset | teacher | seeds | seed-only acc | PGKD acc | seed-only macro-F1 | PGKD macro-F1 | teacher calls | wall s |",
+        "| dataset | teacher | seeds | seed-only acc | PGKD acc | seed-only macro-F1 | PGKD macro-F1 "
+        "| teacher calls | wall s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -59,7 +66,8 @@ def markdown_table(rows: list[dict]) -> str:
     for (dataset, teacher), rs in sorted(groups.items()):
         lines.append(
             f"| {dataset} | {teacher} | {len(rs)} | {stat([r['seed_test_accuracy'] for r in rs])} | "
-            f"{stat([r['pgkd_test_accuracy'] for r in rs])} | {stat([r['seed_test_macro_f1'] for r in rs])} | "
+            f"{stat([r['pgkd_test_accuracy'] for r in rs])} | "
+            f"{stat([r['seed_test_macro_f1'] for r in rs])} | "
             f"{stat([r['pgkd_test_macro_f1'] for r in rs])} | "
             f"{statistics.mean([r['teacher_usage']['calls'] for r in rs]):.0f} | "
             f"{statistics.mean([r['wall_seconds'] for r in rs]):.0f} |"

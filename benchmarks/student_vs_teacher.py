@@ -29,7 +29,9 @@ from pgkd.teacher.openai_compat import OpenAICompatibleTeacher
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", nargs="+", default=["bbc", "wordnet"])
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--shots", nargs="+", type=int, default=[0, 8])
@@ -71,7 +73,7 @@ def main() -> None:
                     model=server.model,
                     demonstrations=splits.train if shots else (),
                     shots=shots,
-                    embed=lambda xs: student.embed(xs, cache=True),
+                    embed=lambda xs, s=student: s.embed(xs, cache=True),
                     timeout=300,
                 )
                 started = time.perf_counter()
@@ -97,7 +99,10 @@ def main() -> None:
                 "student_cost_per_1000": s["seconds_per_1000_batched"] * core_hour,
                 "teacher_local_cost_per_1000": t["seconds_per_1000"] * core_hour,
                 "teacher_api_cost_per_1000": 1000
-                * (t["prompt_tokens_per_call"] * args.prompt_price + t["completion_tokens_per_call"] * args.completion_price)
+                * (
+                    t["prompt_tokens_per_call"] * args.prompt_price
+                    + t["completion_tokens_per_call"] * args.completion_price
+                )
                 / 1000,
             }
             c = row["comparison"]

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -33,22 +34,36 @@ Opt = typer.Option
 
 @app.command()
 def distill(
-    dataset: Annotated[Optional[str], Opt(help="bbc, wordnet, or a path to a CSV/JSONL file of (text, label)")] = None,
-    teacher: Annotated[
-        Optional[str], Opt(help="local (embedded LLM server), openai (any OpenAI-compatible URL), or simulated")
+    dataset: Annotated[
+        str | None, Opt(help="bbc, wordnet, or a path to a CSV/JSONL file of (text, label)")
     ] = None,
-    teacher_url: Annotated[Optional[str], Opt(help="OpenAI-compatible base URL, e.g. http://host:8000/v1")] = None,
-    teacher_model: Annotated[Optional[str], Opt(help="model name to ask the teacher endpoint for")] = None,
-    steps: Annotated[Optional[int], Opt(help="PGKD steps (paper: 10)")] = None,
-    samples_per_step: Annotated[Optional[int], Opt(help="samples the teacher writes per step (paper: 32)")] = None,
-    patience: Annotated[Optional[int], Opt(help="stop after this many steps without improvement (paper: 5)")] = None,
-    mode: Annotated[Optional[str], Opt(help="head: train the classifier on a frozen encoder (fast); full: fine-tune all")] = None,
-    seed: Annotated[Optional[int], Opt(help="seed of the splits and training")] = None,
-    text_column: Annotated[Optional[str], Opt(help="text column of a CSV/JSONL dataset")] = None,
-    label_column: Annotated[Optional[str], Opt(help="label column of a CSV/JSONL dataset")] = None,
-    simulated_accuracy: Annotated[Optional[float], Opt(help="labelling accuracy of the simulated teacher")] = None,
-    out: Annotated[Optional[Path], Opt(help="run directory (default: runs/<dataset>-<teacher>-seed<seed>)")] = None,
-    config: Annotated[Optional[Path], Opt(help="TOML file with any of these settings")] = None,
+    teacher: Annotated[
+        str | None, Opt(help="local (embedded LLM server), openai (any OpenAI-compatible URL), or simulated")
+    ] = None,
+    teacher_url: Annotated[
+        str | None, Opt(help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    ] = None,
+    teacher_model: Annotated[str | None, Opt(help="model name to ask the teacher endpoint for")] = None,
+    steps: Annotated[int | None, Opt(help="PGKD steps (paper: 10)")] = None,
+    samples_per_step: Annotated[
+        int | None, Opt(help="samples the teacher writes per step (paper: 32)")
+    ] = None,
+    patience: Annotated[
+        int | None, Opt(help="stop after this many steps without improvement (paper: 5)")
+    ] = None,
+    mode: Annotated[
+        str | None, Opt(help="head: train the classifier on a frozen encoder (fast); full: fine-tune all")
+    ] = None,
+    seed: Annotated[int | None, Opt(help="seed of the splits and training")] = None,
+    text_column: Annotated[str | None, Opt(help="text column of a CSV/JSONL dataset")] = None,
+    label_column: Annotated[str | None, Opt(help="label column of a CSV/JSONL dataset")] = None,
+    simulated_accuracy: Annotated[
+        float | None, Opt(help="labelling accuracy of the simulated teacher")
+    ] = None,
+    out: Annotated[
+        Path | None, Opt(help="run directory (default: runs/<dataset>-<teacher>-seed<seed>)")
+    ] = None,
+    config: Annotated[Path | None, Opt(help="TOML file with any of these settings")] = None,
 ) -> None:
     """Distil a teacher into a student on a dataset (the paper's Algorithm 1) and write a run report."""
     settings = _settings(
@@ -68,7 +83,9 @@ def distill(
     )
     from pgkd.runner import run_distillation
 
-    run_dir = out or settings.runs_dir / f"{Path(settings.dataset).stem}-{settings.teacher}-seed{settings.seed}"
+    run_dir = (
+        out or settings.runs_dir / f"{Path(settings.dataset).stem}-{settings.teacher}-seed{settings.seed}"
+    )
     with _errors():
         summary = run_distillation(settings, run_dir, console=console)
     console.print_json(json.dumps(summary))
@@ -77,10 +94,10 @@ def distill(
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Argument(help="a model directory written by pgkd")],
-    dataset: Annotated[Optional[str], Opt(help="bbc, wordnet, or a CSV/JSONL path")] = None,
+    dataset: Annotated[str | None, Opt(help="bbc, wordnet, or a CSV/JSONL path")] = None,
     split: Annotated[str, Opt(help="test, validation, train or traffic")] = "test",
-    seed: Annotated[Optional[int], Opt(help="seed of the splits (use the run's)")] = None,
-    config: Annotated[Optional[Path], Opt(help="TOML settings file")] = None,
+    seed: Annotated[int | None, Opt(help="seed of the splits (use the run's)")] = None,
+    config: Annotated[Path | None, Opt(help="TOML settings file")] = None,
 ) -> None:
     """Score a saved student on a dataset split: accuracy, macro-F1 and the per-class report."""
     settings = _settings(config, dataset=dataset, seed=seed)
@@ -91,9 +108,15 @@ def evaluate(
     with _errors():
         student = Student.load(model)
         splits = load_splits(settings)
-        examples = getattr(splits, split, None)
-        if examples is None:
-            raise typer.BadParameter(f"unknown split {split!r}")
+        parts = {
+            "test": splits.test,
+            "validation": splits.validation,
+            "train": splits.train,
+            "traffic": splits.traffic,
+        }
+        if split not in parts:
+            raise typer.BadParameter(f"unknown split {split!r}; use one of {', '.join(parts)}")
+        examples = parts[split]
         started = time.perf_counter()
         pred = student.predict([e.text for e in examples])
         seconds = time.perf_counter() - started
@@ -116,10 +139,14 @@ def evaluate(
 
 @teacher_app.command("serve")
 def teacher_serve(
-    model: Annotated[Optional[str], Opt(help="a candidate key (see `pgkd teacher models`) or a .gguf path")] = None,
-    host: Annotated[str, Opt(help="interface to bind; keep loopback unless you add auth in front")] = "127.0.0.1",
+    model: Annotated[
+        str | None, Opt(help="a candidate key (see `pgkd teacher models`) or a .gguf path")
+    ] = None,
+    host: Annotated[
+        str, Opt(help="interface to bind; keep loopback unless you add auth in front")
+    ] = "127.0.0.1",
     port: Annotated[int, Opt(help="port of the OpenAI-compatible API")] = 8011,
-    threads: Annotated[Optional[int], Opt(help="CPU threads (default: all cores)")] = None,
+    threads: Annotated[int | None, Opt(help="CPU threads (default: all cores)")] = None,
     ctx: Annotated[int, Opt(help="context window in tokens (PGKD prompts need about 4k)")] = 8192,
 ) -> None:
     """Serve the embedded local teacher until Ctrl-C. Point any OpenAI client at http://HOST:PORT/v1."""
@@ -137,7 +164,9 @@ def teacher_models() -> None:
     table = Table("key", "model", "installed", "default")
     for key, m in MODELS.items():
         installed = all(locate_part(p) is not None for p in m.parts)
-        table.add_row(key, m.notes, "yes" if installed else m.pip_command, "*" if key == DEFAULT_LOCAL_MODEL else "")
+        table.add_row(
+            key, m.notes, "yes" if installed else m.pip_command, "*" if key == DEFAULT_LOCAL_MODEL else ""
+        )
     console.print(table)
 
 
@@ -149,15 +178,14 @@ def _settings(config: Path | None, **flags: Any) -> Settings:
         raise typer.Exit(2) from exc
 
 
-class _errors(ExitStack):
+@contextmanager
+def _errors() -> Iterator[None]:
     """Turn library errors into a one-line message and exit code 1 instead of a traceback."""
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        super().__exit__(exc_type, exc, tb)
-        if exc_type is not None and issubclass(exc_type, PGKDError):
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1)
-        return False
+    try:
+        yield
+    except PGKDError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
 
 
 if __name__ == "__main__":

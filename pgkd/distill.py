@@ -230,7 +230,9 @@ def distill(
             stop_reason = f"early stop: no validation improvement for {config.patience} steps"
             break
 
-    best.metadata.data_fingerprint = fingerprint([*splits.train, *samples[: _samples_used(history, best_step)]])
+    best.metadata.data_fingerprint = fingerprint(
+        [*splits.train, *samples[: _samples_used(history, best_step)]]
+    )
     best.metadata.metrics = {
         "validation": best_val.summary(),
         "test": best_test.summary() if best_test else None,
@@ -252,7 +254,9 @@ def _successor(base: Student, current: Student, head: bool, *, seed: int) -> Stu
     return current.clone()
 
 
-def _evaluate(student: Student, examples: Sequence[Example], cache: bool) -> tuple[ValidationReport, list[ScoredExample]]:
+def _evaluate(
+    student: Student, examples: Sequence[Example], cache: bool
+) -> tuple[ValidationReport, list[ScoredExample]]:
     pred = student.predict([e.text for e in examples], cache=cache)
     report = evaluate(student.labels, [e.label for e in examples], pred.labels)
     return report, score(examples, pred.labels, pred.confidence.tolist())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
@@ -57,7 +57,7 @@ class ValidationReport:
         ranked = sorted(self.labels, key=lambda c: (self.per_class[c].f1, -self.per_class[c].support, c))
         return ranked[:k]
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> dict[str, Any]:
         return {
             "accuracy": self.accuracy,
             "macro_f1": self.macro_f1,
@@ -99,12 +99,15 @@ def evaluate(labels: Sequence[str], gold: Sequence[str], predicted: Sequence[str
     )
 
 
-def score(examples: Sequence[Example], predicted: Sequence[str], confidence: Sequence[float]) -> list[ScoredExample]:
+def score(
+    examples: Sequence[Example], predicted: Sequence[str], confidence: Sequence[float]
+) -> list[ScoredExample]:
     """Pair each labelled example with the student's prediction and confidence."""
     if not (len(examples) == len(predicted) == len(confidence)):
         raise ValueError("examples, predicted and confidence must have the same length")
     return [
-        ScoredExample(e.text, e.label, p, float(c)) for e, p, c in zip(examples, predicted, confidence, strict=True)
+        ScoredExample(e.text, e.label, p, float(c))
+        for e, p, c in zip(examples, predicted, confidence, strict=True)
     ]
 
 

@@ -16,7 +16,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from pgkd.distill import DistillResult  # noqa: E402
 
 
-def write_report(result: DistillResult, out_dir: str | Path, *, context: dict[str, Any] | None = None) -> Path:
+def write_report(
+    result: DistillResult, out_dir: str | Path, *, context: dict[str, Any] | None = None
+) -> Path:
     """Write ``report.json``, ``samples.jsonl`` and three plots into ``out_dir``; returns the JSON path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -42,8 +44,14 @@ def plot_validation_curve(steps: list[dict[str, Any]], path: Path) -> None:
     if all(s.get("test") for s in steps):
         ax.plot(xs, [s["test"]["macro_f1"] for s in steps], marker=".", ls="--", label="test")
     best = [s["step"] for s in steps if s["improved"]]
-    ax.scatter(best, [steps[xs.index(b)]["validation"]["macro_f1"] for b in best], s=80, facecolors="none",
-               edgecolors="green", label="new best")
+    ax.scatter(
+        best,
+        [steps[xs.index(b)]["validation"]["macro_f1"] for b in best],
+        s=80,
+        facecolors="none",
+        edgecolors="green",
+        label="new best",
+    )
     ax.set(xlabel="PGKD step (0 = seed labels only)", ylabel="macro-F1", title="Macro-F1 per step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
@@ -83,8 +91,15 @@ def plot_confusion(confusion: list[list[int]], labels: list[str], path: Path) ->
         for i in range(len(labels)):
             for j in range(len(labels)):
                 if m[i, j]:
-                    ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if rows[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(int(m[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if rows[i, j] > 0.5 else "black",
+                    )
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (best model)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

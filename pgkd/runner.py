@@ -53,7 +53,11 @@ def build_teacher(settings: Settings, splits: Splits, student: Student, stack: E
         from pgkd.teacher.simulated import SimulatedTeacher
 
         return SimulatedTeacher(
-            splits.labels, splits.traffic, accuracy=settings.simulated_accuracy, seed=settings.seed, embed=embed
+            splits.labels,
+            splits.traffic,
+            accuracy=settings.simulated_accuracy,
+            seed=settings.seed,
+            embed=embed,
         )
     from pgkd.teacher.openai_compat import OpenAICompatibleTeacher
 
@@ -61,10 +65,14 @@ def build_teacher(settings: Settings, splits: Splits, student: Student, stack: E
     if settings.teacher == "local" and base_url is None:
         from pgkd.teacher.local import LocalTeacherServer
 
-        server = stack.enter_context(LocalTeacherServer(settings.local_model, n_threads=settings.local_threads, n_ctx=8192))
+        server = stack.enter_context(
+            LocalTeacherServer(settings.local_model, n_threads=settings.local_threads, n_ctx=8192)
+        )
         base_url, model = server.base_url, server.model
     if base_url is None or model is None:
-        raise PGKDError("the openai teacher needs --teacher-url and --teacher-model (or PGKD_TEACHER_URL/_MODEL)")
+        raise PGKDError(
+            "the openai teacher needs --teacher-url and --teacher-model (or PGKD_TEACHER_URL/_MODEL)"
+        )
     return OpenAICompatibleTeacher(
         splits.labels,
         base_url=base_url,
@@ -105,14 +113,18 @@ def run_distillation(settings: Settings, run_dir: Path, *, console: Console | No
     console = console or Console()
     started = time.perf_counter()
     splits = load_splits(settings)
-    console.print(f"[bold]{splits.name}[/bold]: {len(splits.labels)} classes, " + json.dumps(splits.summary()["sizes"]))
-    student = Student.create(splits.labels, settings.base_model, max_length=settings.max_length, seed=settings.seed)
+    console.print(
+        f"[bold]{splits.name}[/bold]: {len(splits.labels)} classes, " + json.dumps(splits.summary()["sizes"])
+    )
+    student = Student.create(
+        splits.labels, settings.base_model, max_length=settings.max_length, seed=settings.seed
+    )
     with ExitStack() as stack:
         teacher = build_teacher(settings, splits, student, stack)
         if teacher.name == "simulated":
             console.print(
-                "[yellow]SIMULATED TEACHER[/yellow]: answers from the dataset's hidden gold labels; it measures "
-                "what the loop achieves with a strong teacher, not what an LLM does."
+                "[yellow]SIMULATED TEACHER[/yellow]: answers from the dataset's hidden gold labels; it "
+                "measures what the loop achieves with a strong teacher, not what an LLM does."
             )
         console.print(f"teacher: {teacher.name}")
         display = StepTable(console, settings.steps)
@@ -158,19 +170,37 @@ class StepTable:
         if kind == "train":
             self.status.update(f"step {event['step']}/{self.steps}: training on {event['size']} examples ...")
         elif kind == "teacher":
-            self.status.update(f"step {event['step']}/{self.steps}: teacher writing for {', '.join(event['classes'])} ...")
+            self.status.update(
+                f"step {event['step']}/{self.steps}: teacher writing for {', '.join(event['classes'])} ..."
+            )
         elif kind == "step":
             r = event["record"]
             table = Table(show_header=r.step == 0, box=None, pad_edge=False)
-            for col, width in [("step", 4), ("train", 6), ("val F1", 7), ("test acc", 8), ("test F1", 7),
-                               ("accepted", 9), ("calls", 6), ("cost $", 7), ("seconds", 7), ("", 5)]:
+            for col, width in [
+                ("step", 4),
+                ("train", 6),
+                ("val F1", 7),
+                ("test acc", 8),
+                ("test F1", 7),
+                ("accepted", 9),
+                ("calls", 6),
+                ("cost $", 7),
+                ("seconds", 7),
+                ("", 5),
+            ]:
                 table.add_column(col, width=width, justify="right", no_wrap=True)
             test = r.test or {}
             table.add_row(
-                str(r.step), str(r.train_size), f"{r.validation['macro_f1']:.3f}",
-                f"{test.get('accuracy', float('nan')):.3f}", f"{test.get('macro_f1', float('nan')):.3f}",
-                f"{r.accepted}/{r.proposed}", str(r.teacher.get("calls", 0)), f"{r.teacher.get('cost', 0.0):.4f}",
-                f"{r.wall_seconds:.0f}", "best" if r.improved else "",
+                str(r.step),
+                str(r.train_size),
+                f"{r.validation['macro_f1']:.3f}",
+                f"{test.get('accuracy', float('nan')):.3f}",
+                f"{test.get('macro_f1', float('nan')):.3f}",
+                f"{r.accepted}/{r.proposed}",
+                str(r.teacher.get("calls", 0)),
+                f"{r.teacher.get('cost', 0.0):.4f}",
+                f"{r.wall_seconds:.0f}",
+                "best" if r.improved else "",
             )
             self.console.print(table)
             if r.step >= self.steps:

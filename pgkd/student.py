@@ -319,7 +319,12 @@ class Student:
                 schedule.step()
                 total += loss.item() * len(batch)
             val_loss, val_acc = self._validation_loss(validation, x_val, y_val, config.mode)
-            row = {"epoch": epoch, "train_loss": total / len(train), "val_loss": val_loss, "val_accuracy": val_acc}
+            row = {
+                "epoch": epoch,
+                "train_loss": total / len(train),
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+            }
             history.append(row)
             if on_epoch:
                 on_epoch(row)

@@ -35,7 +35,13 @@ class ScriptedTeacher:
         if self.fail_at is not None and self.usage.calls >= self.fail_at:
             raise TeacherBudgetExceeded("spent", "calls")
         self.requests.append(
-            {"report": report, "classes": list(classes), "hard": list(hard_negatives), "n": n, "exclude": set(exclude)}
+            {
+                "report": report,
+                "classes": list(classes),
+                "hard": list(hard_negatives),
+                "n": n,
+                "exclude": set(exclude),
+            }
         )
         out = [e for e in self.supply if e.label in classes and e.text not in exclude][:n]
         for e in out:
@@ -64,9 +70,13 @@ def test_loop_follows_algorithm_1(splits, student, tmp_path):
     teacher = ScriptedTeacher(list(splits.traffic))
     events = []
     result = distill(
-        splits, teacher, DistillConfig(steps=3, samples_per_step=6, patience=5, prompt_examples=4, target_classes=2,
-                                       train=CFG),
-        student=student, on_event=events.append,
+        splits,
+        teacher,
+        DistillConfig(
+            steps=3, samples_per_step=6, patience=5, prompt_examples=4, target_classes=2, train=CFG
+        ),
+        student=student,
+        on_event=events.append,
     )
     assert [r.step for r in result.history] == [0, 1, 2, 3]
     first = teacher.requests[0]
@@ -86,7 +96,13 @@ def test_loop_follows_algorithm_1(splits, student, tmp_path):
         [*splits.train, *result.samples[: sum(r.accepted for r in result.history[1 : result.best_step + 1])]]
     )
     report = write_report(result, tmp_path, context={"dataset": "toy"})
-    for name in ("report.json", "samples.jsonl", "validation_macro_f1.png", "per_class_f1.png", "confusion_matrix.png"):
+    for name in (
+        "report.json",
+        "samples.jsonl",
+        "validation_macro_f1.png",
+        "per_class_f1.png",
+        "confusion_matrix.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0
     assert report.read_text().count('"step"') >= 4
 

@@ -37,6 +37,8 @@ def test_cli_help_and_bad_settings_exit_cleanly():
 
 
 def test_cli_reports_library_errors_without_traceback(tmp_path):
-    result = CliRunner().invoke(app, ["distill", "--dataset", str(tmp_path / "nope.csv"), "--teacher", "simulated"])
+    result = CliRunner().invoke(
+        app, ["distill", "--dataset", str(tmp_path / "nope.csv"), "--teacher", "simulated"]
+    )
     assert result.exit_code == 1
     assert "error:" in result.output and "Traceback" not in result.output
