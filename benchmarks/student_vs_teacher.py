@@ -5,7 +5,8 @@
 For each dataset (seed-0 splits): a student is trained on the 800 seed labels (head mode); then, on
 the same ``n`` test texts, the student classifies them in batches of 64 and one at a time, and the
 local LLM teacher labels them one call per text with each ``--shots`` setting (0 = zero-shot; k =
-k demonstrations chosen by similarity to the query). Results go to runs/bench/student_vs_teacher.json.
+k demonstrations chosen by similarity to the query), label descriptions in the prompt, output
+constrained to the taxonomy by a JSON schema. Results go to runs/bench/student_vs_teacher.json.
 
 Cost per 1,000 classifications: the student's CPU time priced at ``--cpu-hour`` dollars per core-hour
 (2 cores), the teacher's at the same CPU price for the local model and, as the paper's reference, its
@@ -34,7 +35,10 @@ def main() -> None:
     )
     parser.add_argument("--datasets", nargs="+", default=["bbc", "wordnet"])
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--shots", nargs="+", type=int, default=[0, 8])
+    parser.add_argument("--shots", nargs="+", type=int, default=[0, 4])
+    parser.add_argument(
+        "--logprobs", action="store_true", help="ask for token logprobs (confidence; ~3 s more per call here)"
+    )
     parser.add_argument("--model", default=DEFAULT_LOCAL_MODEL)
     parser.add_argument("--cpu-hour", type=float, default=0.05, help="$ per core-hour (cloud CPU list price)")
     parser.add_argument("--prompt-price", type=float, default=0.00025, help="$ per 1k prompt tokens (Haiku)")
@@ -75,6 +79,8 @@ def main() -> None:
                     shots=shots,
                     embed=lambda xs, s=student: s.embed(xs, cache=True),
                     timeout=300,
+                    request_logprobs=args.logprobs,
+                    descriptions=splits.descriptions,
                 )
                 started = time.perf_counter()
                 answers = teacher.label(texts)

@@ -180,7 +180,7 @@ class StepTable:
                 ("step", 4),
                 ("train", 6),
                 ("val F1", 7),
-                ("test acc", 8),
+                ("test acc", 9),
                 ("test F1", 7),
                 ("accepted", 9),
                 ("calls", 6),

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     teacher_url: str | None = None
     teacher_model: str | None = None
     teacher_api_key: SecretStr = SecretStr("not-needed")
-    teacher_timeout: float = 120.0
+    teacher_timeout: float = Field(600.0, description="seconds per teacher request; a CPU server is slow")
     teacher_max_retries: int = 3
     teacher_shots: int = 8
     teacher_samples_per_call: int = 8
