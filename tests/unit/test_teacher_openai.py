@@ -873,3 +873,5 @@ def test_descriptions_reach_both_prompts_and_verification_skips_logprobs():
     generation, check = endpoint.requests
     assert "- tech: computers and the internet" in generation["messages"][-1]["content"]
     assert not check.get("logprobs")  # the self-check needs the label only
+    # ... and uses the fixed balanced demonstrations, so its prompt prefix is shared between samples
+    assert check["messages"][:-1] == teacher.label_messages("x")[:-1]
