@@ -125,11 +125,36 @@ def validate_labels(labels: Iterable[str], taxonomy: Sequence[str]) -> None:
 
 
 def _corpus(name: str, examples: list[Example], source: str) -> Corpus:
+    examples = _deduplicate(examples, source)
     labels = {e.label for e in examples}
     if len(labels) < 2:
         found = f"only {sorted(labels)}" if labels else "no rows"
         raise DataError(f"{source}: a classifier needs at least 2 classes, found {found}")
     return Corpus(name=name, labels=tuple(labels), examples=tuple(examples))
+
+
+def _deduplicate(examples: list[Example], source: str) -> list[Example]:
+    """One example per text (whitespace and case folded). A text in two splits would leak training
+    data into validation or test (BBC News holds about a hundred duplicate articles); copies that
+    disagree on the label are dropped altogether, since neither label can be trusted."""
+    labels_of: dict[str, set[str]] = {}
+    for e in examples:
+        labels_of.setdefault(" ".join(e.text.split()).casefold(), set()).add(e.label)
+    conflicting = {k for k, v in labels_of.items() if len(v) > 1}
+    kept, seen = [], set()
+    for e in examples:
+        key = " ".join(e.text.split()).casefold()
+        if key in seen or key in conflicting:
+            continue
+        seen.add(key)
+        kept.append(e)
+    if len(kept) < len(examples):
+        warnings.warn(
+            f"{source}: dropped {len(examples) - len(kept)} duplicate text(s)"
+            + (f", {len(conflicting)} of them with conflicting labels" if conflicting else ""),
+            stacklevel=3,
+        )
+    return kept
 
 
 def _read_text(path: Path) -> str:

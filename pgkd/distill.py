@@ -17,7 +17,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from pgkd.data import Example, Splits
-from pgkd.errors import TeacherBudgetExceeded, TeacherError, TeacherResponseError, TeacherUnavailable
+from pgkd.errors import (
+    ModelError,
+    TeacherBudgetExceeded,
+    TeacherError,
+    TeacherRateLimited,
+    TeacherResponseError,
+    TeacherUnavailable,
+)
 from pgkd.mining import (
     ScoredExample,
     ValidationReport,
@@ -131,13 +138,18 @@ def distill(
     emit = on_event or (lambda _e: None)
     head = config.train.mode == "head"
     base = student or Student.create(splits.labels, seed=config.seed)
+    if not set(base.labels) == set(splits.labels) == set(teacher.labels):
+        raise ModelError(
+            f"student, data and teacher disagree on the taxonomy: student {list(base.labels)}, "
+            f"data {list(splits.labels)}, teacher {list(teacher.labels)}"
+        )
     exclude = [e.text for e in (*splits.train, *splits.validation, *splits.test)]
     train_set = list(splits.train)
     samples: list[Example] = []
     started = time.perf_counter()
 
     emit({"event": "train", "step": 0, "size": len(train_set)})
-    current = base.clone()
+    current = _successor(base, base, head, seed=config.seed)
     fit = current.fit(train_set, splits.validation, config.train)
     val_report, scored_val = _evaluate(current, splits.validation, head)
     test_report = _evaluate(current, splits.test, head)[0] if config.evaluate_test else None
@@ -178,7 +190,10 @@ def distill(
             )
         except TeacherResponseError as exc:  # nothing usable this step; the next one may do better
             accepted: list[Example] = []
-            proposed, rejected, note = 0, Counter({"invalid_response": 1}), f"teacher answer unusable: {exc}"
+            proposed, rejected, note = 1, Counter({"invalid_json": 1}), f"teacher answer unusable: {exc}"
+        except TeacherRateLimited as exc:  # back off, and let the step count as one without samples
+            time.sleep(min(exc.retry_after or 10.0, 60.0))
+            accepted, proposed, rejected, note = [], 0, Counter(), f"teacher rate-limited: {exc}"
         except (TeacherBudgetExceeded, TeacherUnavailable) as exc:
             stop_reason = f"teacher stopped the run at step {step}: {exc}"
             break

@@ -12,6 +12,10 @@ class PGKDError(Exception):
     """Root of every error this library raises on purpose."""
 
 
+class ConfigError(PGKDError, ValueError):
+    """A setting is out of range or inconsistent; the message names the setting and the bad value."""
+
+
 class DataError(PGKDError):
     """A dataset cannot be loaded or split: empty file, missing column, one class only, unknown label.
 

@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 
 from pgkd.data import Splits, load_corpus, make_splits
 from pgkd.distill import DistillConfig, Event, distill
-from pgkd.errors import PGKDError
+from pgkd.errors import ConfigError, PGKDError
 from pgkd.report import write_report
 from pgkd.settings import Settings
 from pgkd.student import Student, TrainConfig
@@ -112,6 +113,10 @@ def run_distillation(settings: Settings, run_dir: Path, *, console: Console | No
     """Load data, build student and teacher, run PGKD, save the best model and the report."""
     console = console or Console()
     started = time.perf_counter()
+    try:  # bad settings fail here, before minutes of loading and a server start
+        config = distill_config(settings)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     splits = load_splits(settings)
     console.print(
         f"[bold]{splits.name}[/bold]: {len(splits.labels)} classes, " + json.dumps(splits.summary()["sizes"])
@@ -127,8 +132,10 @@ def run_distillation(settings: Settings, run_dir: Path, *, console: Console | No
                 "measures what the loop achieves with a strong teacher, not what an LLM does."
             )
         console.print(f"teacher: {teacher.name}")
-        display = StepTable(console, settings.steps)
-        result = distill(splits, teacher, distill_config(settings), student=student, on_event=display)
+        with console.status("training the seed student ...") as status:
+            result = distill(
+                splits, teacher, config, student=student, on_event=StepTable(console, status, config.steps)
+            )
     model_dir = result.best.save(run_dir / "model")
     context = {
         "dataset": splits.name,
@@ -160,10 +167,8 @@ def run_distillation(settings: Settings, run_dir: Path, *, console: Console | No
 class StepTable:
     """Prints one row per PGKD step as it finishes, and what the loop is doing in between."""
 
-    def __init__(self, console: Console, steps: int) -> None:
-        self.console, self.steps = console, steps
-        self.status = console.status("training the seed student ...")
-        self.status.start()
+    def __init__(self, console: Console, status: Status, steps: int) -> None:
+        self.console, self.status, self.steps = console, status, steps
 
     def __call__(self, event: Event) -> None:
         kind = event["event"]
@@ -203,8 +208,3 @@ class StepTable:
                 "best" if r.improved else "",
             )
             self.console.print(table)
-            if r.step >= self.steps:
-                self.status.stop()
-
-    def __del__(self) -> None:
-        self.status.stop()

@@ -63,7 +63,7 @@ class TrainConfig:
     max_epochs: int | None = None  # None: 200 for head, 4 for full
     patience: int | None = None  # epochs without a better validation loss; None: 10 head, 1 full
     batch_size: int = 32
-    learning_rate: float | None = None  # None: 5e-3 head, 5e-5 full
+    learning_rate: float | None = None  # None: 1e-2 head, 5e-5 full
     weight_decay: float = 0.01
     seed: int = 0
 
@@ -219,7 +219,14 @@ class Student:
 
     def clone(self) -> Student:
         """An independent copy (weights included) that shares this student's feature cache."""
-        twin = Student(copy.deepcopy(self.model), self.tokenizer, copy.deepcopy(self.metadata))
+        meta = copy.deepcopy(self.metadata)
+        meta.parent_version, meta.version, meta.created_at, meta.weights_sha256 = (
+            meta.version,
+            None,
+            None,
+            None,
+        )
+        twin = Student(copy.deepcopy(self.model), self.tokenizer, meta)
         twin._features = self._features
         return twin
 
@@ -255,6 +262,7 @@ class Student:
         todo = [i for i, f in enumerate(out) if f is None]
         # Sorting by length keeps padding, and so wasted compute, small within each batch.
         todo.sort(key=lambda i: len(texts[i]))
+        self.model.eval()  # features must never carry dropout noise, least of all cached ones
         with torch.inference_mode():
             for start in range(0, len(todo), batch_size):
                 idx = todo[start : start + batch_size]
@@ -319,6 +327,9 @@ class Student:
                 schedule.step()
                 total += loss.item() * len(batch)
             val_loss, val_acc = self._validation_loss(validation, x_val, y_val, config.mode)
+            if not math.isfinite(val_loss):
+                self._restore(best_state, config.mode)
+                raise ModelError(f"validation loss is {val_loss} at epoch {epoch}: lower the learning rate")
             row = {
                 "epoch": epoch,
                 "train_loss": total / len(train),

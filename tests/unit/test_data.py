@@ -247,14 +247,16 @@ def test_make_splits_refuses_too_small_corpora() -> None:
 
 
 def test_bbc_loader() -> None:
-    corpus = load_bbc()
+    with pytest.warns(UserWarning, match="dropped 101 duplicate"):
+        corpus = load_bbc()
     assert corpus.name == "bbc"
     assert corpus.labels == ("business", "entertainment", "politics", "sports", "tech")
-    assert len(corpus.examples) == 2225
+    assert len(corpus.examples) == 2124  # 2,225 articles, 101 of them repeats
+    assert len({" ".join(e.text.split()).casefold() for e in corpus.examples}) == 2124
     assert all(e.text.strip() and "\n" not in e.text and "  " not in e.text for e in corpus.examples)
     assert corpus.examples[0].text.startswith("Ad sales boost Time Warner profit. Quarterly profits")
     splits = make_splits(corpus, seed=0)
-    assert splits.summary()["sizes"] == {"train": 800, "validation": 200, "test": 445, "traffic": 780}
+    assert splits.summary()["sizes"] == {"train": 800, "validation": 200, "test": 425, "traffic": 699}
 
 
 def test_wordnet_loader() -> None:
@@ -298,3 +300,14 @@ def test_builtin_datasets_describe_every_label():
     assert set(corpus.descriptions) == set(corpus.labels)
     splits = make_splits(corpus, seed=0)
     assert set(splits.descriptions) == set(splits.labels)
+
+
+def test_duplicate_texts_are_dropped_so_no_text_spans_two_splits(tmp_path) -> None:
+    path = tmp_path / "dups.csv"
+    rows = [("Same  text here", "a"), ("same text here", "a"), ("clash", "a"), ("clash", "b")]
+    rows += [(f"text {i}", "ab"[i % 2]) for i in range(40)]
+    path.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows))
+    with pytest.warns(UserWarning, match="dropped 3 duplicate.*1 of them with conflicting labels"):
+        corpus = load_table(path)
+    texts = [e.text for e in corpus.examples]
+    assert "clash" not in texts and sum(t.casefold().split() == ["same", "text", "here"] for t in texts) == 1

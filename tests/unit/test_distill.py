@@ -128,3 +128,30 @@ def test_config_validates_itself():
         DistillConfig(patience=0)
     with pytest.raises(ValueError, match="metric"):
         DistillConfig(metric="loss")  # type: ignore[arg-type]
+
+
+def test_taxonomy_mismatch_is_refused_before_training(splits, tiny_encoder):
+    from pgkd.errors import ModelError
+
+    other = Student.create([*LABELS, "weather"], tiny_encoder)
+    with pytest.raises(ModelError, match="taxonomy"):
+        distill(splits, ScriptedTeacher([]), DistillConfig(steps=1, train=CFG), student=other)
+
+
+def test_rate_limited_step_is_skipped_not_fatal(splits, student, monkeypatch):
+    from pgkd.errors import TeacherRateLimited
+
+    class RateLimitedOnce(ScriptedTeacher):
+        def generate(self, **kwargs):
+            if not self.requests and self.usage.calls == 0:
+                self.usage.calls += 1
+                raise TeacherRateLimited("slow down", retry_after=0.01)
+            return super().generate(**kwargs)
+
+    import sys
+
+    monkeypatch.setattr(sys.modules["pgkd.distill"].time, "sleep", lambda s: None)
+    teacher = RateLimitedOnce(list(splits.traffic))
+    result = distill(splits, teacher, DistillConfig(steps=2, samples_per_step=4, train=CFG), student=student)
+    assert [r.step for r in result.history] == [0, 1, 2]
+    assert "rate-limited" in result.history[1].note and result.history[2].accepted > 0
