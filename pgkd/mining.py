@@ -53,8 +53,19 @@ class ValidationReport:
     text: str
 
     def weakest(self, k: int) -> list[str]:
-        """The ``k`` classes with the lowest F1 (ties: the larger support first, it costs more)."""
-        ranked = sorted(self.labels, key=lambda c: (self.per_class[c].f1, -self.per_class[c].support, c))
+        """The ``k`` classes with the lowest F1 (ties: the larger support first, it costs more).
+
+        Classes absent from the evaluated set come last: their F1 of 0 says nothing about the
+        student, and samples written for them could not show up in the score."""
+        ranked = sorted(
+            self.labels,
+            key=lambda c: (
+                self.per_class[c].support == 0,
+                self.per_class[c].f1,
+                -self.per_class[c].support,
+                c,
+            ),
+        )
         return ranked[:k]
 
     def summary(self) -> dict[str, Any]:

@@ -25,9 +25,13 @@ def write_report(
     body = {**(context or {}), **result.as_dict()}
     path = out / "report.json"
     path.write_text(json.dumps(body, indent=2, default=float))
+    steps = [r.step for r in result.history for _ in range(r.accepted)]
     with (out / "samples.jsonl").open("w") as f:
-        for s in result.samples:
-            f.write(json.dumps({"text": s.text, "label": s.label}) + "\n")
+        for step, s in zip(steps, result.samples, strict=True):
+            used = step <= result.best_step  # whether the saved (best) model was trained on it
+            f.write(
+                json.dumps({"text": s.text, "label": s.label, "step": step, "in_best_model": used}) + "\n"
+            )
     plot_validation_curve(body["steps"], out / "validation_macro_f1.png")
     before = result.history[0].test or result.history[0].validation
     after = result.final_test.summary() if result.final_test else result.final_validation.summary()

@@ -136,6 +136,15 @@ def run_distillation(settings: Settings, run_dir: Path, *, console: Console | No
             result = distill(
                 splits, teacher, config, student=student, on_event=StepTable(console, status, config.steps)
             )
+    result.best.metadata.data = {
+        "dataset": settings.dataset,
+        "seed": settings.seed,
+        "n_train": settings.n_train,
+        "n_validation": settings.n_validation,
+        "max_test": settings.max_test,
+        "max_chars": settings.max_chars,
+        "splits_fingerprint": splits.fingerprint(),
+    }
     model_dir = result.best.save(run_dir / "model")
     context = {
         "dataset": splits.name,

@@ -121,6 +121,7 @@ class StudentMetadata:
     data_fingerprint: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # dataset, seed and split fingerprint
     created_at: str | None = None
     weights_sha256: str | None = None
     format_version: int = FORMAT_VERSION

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from pgkd.cli import app
@@ -62,3 +63,10 @@ def test_distill_cli_with_the_real_local_teacher(
     assert model.metadata.metrics["teacher"] == f"openai:{local_teacher_model}"
     for png in ("validation_macro_f1.png", "per_class_f1.png", "confusion_matrix.png"):
         assert (run / png).stat().st_size > 1000
+    # the saved model knows its data: evaluate needs no dataset flags to score it on its own test split
+    assert model.metadata.data["splits_fingerprint"] == report["splits_fingerprint"]
+    scored = CliRunner().invoke(app, ["evaluate", str(run / "model")])
+    assert scored.exit_code == 0, scored.output
+    summary = json.loads(scored.output[scored.output.index("{") :])
+    assert summary["split"] == "test" and summary["n"] == report["splits"]["sizes"]["test"]
+    assert summary["accuracy"] == pytest.approx(report["best_test"]["accuracy"])

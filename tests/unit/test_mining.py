@@ -79,3 +79,10 @@ def test_target_classes_mixes_weakest_and_hard_negative_classes():
     assert chosen == ["b", "c"]
     assert target_classes(r, hard, 0) == []
     assert len(target_classes(r, [], 3)) == 3
+
+
+def test_classes_absent_from_validation_are_not_targeted_first():
+    r = evaluate(LABELS, ["a", "a", "b", "b"], ["a", "b", "b", "b"])  # "c" has no support
+    assert r.per_class["c"].support == 0 and r.per_class["c"].f1 == 0.0
+    assert r.weakest(3) == ["a", "b", "c"]
+    assert target_classes(r, [], 1) == ["a"]
