@@ -371,7 +371,7 @@ def _server_env() -> dict[str, str]:
 
 
 def _die_with_parent_fn() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that asks Linux to SIGTERM the child when its parent dies, so a killed test run or
+    """A ``preexec_fn`` that asks Linux to SIGKILL the child when its parent dies, so a killed test run or
     CLI does not leave a 1 GB server behind. Resolved before the fork: only a plain call runs in the child.
 
     Linux signals the child when the *thread* that started it exits; start servers from a long-lived thread.
@@ -385,7 +385,9 @@ def _die_with_parent_fn() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def preexec() -> None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        # SIGKILL, not SIGTERM: uvicorn's graceful shutdown waited out a busy request and left an
+        # orphaned server running for minutes; the server holds nothing that needs flushing.
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
