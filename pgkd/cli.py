@@ -110,7 +110,16 @@ def evaluate(
     with _errors():
         student = Student.load(model)
         trained_on = student.metadata.data
-        keys = ("dataset", "seed", "n_train", "n_validation", "max_test", "max_chars")
+        keys = (
+            "dataset",
+            "text_column",
+            "label_column",
+            "seed",
+            "n_train",
+            "n_validation",
+            "max_test",
+            "max_chars",
+        )
         recorded = {k: trained_on.get(k) for k in keys}
         settings = _settings(config, **{**recorded, **_given(dataset=dataset, seed=seed)})
         splits = load_splits(settings)

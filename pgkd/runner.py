@@ -138,6 +138,8 @@ def run_distillation(settings: Settings, run_dir: Path, *, console: Console | No
             )
     result.best.metadata.data = {
         "dataset": settings.dataset,
+        "text_column": settings.text_column,
+        "label_column": settings.label_column,
         "seed": settings.seed,
         "n_train": settings.n_train,
         "n_validation": settings.n_validation,
