@@ -57,7 +57,10 @@ def test_fit_learns_and_keeps_best_epoch(tiny_encoder, data, mode):
     )
     assert after >= 0.8 and after > before
     assert 1 <= result.best_epoch <= result.epochs
-    assert result.best_validation_loss == pytest.approx(min(h["val_loss"] for h in result.history))
+    # the kept epoch is the last to improve by more than 1e-4, so within 1e-4 of the minimum
+    lowest = min(h["val_loss"] for h in result.history)
+    assert lowest <= result.best_validation_loss <= lowest + 1e-4
+    assert result.history[result.best_epoch - 1]["val_loss"] == result.best_validation_loss
     assert s.metadata.train["mode"] == mode
 
 
