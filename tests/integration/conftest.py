@@ -26,6 +26,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in item.path.resolve().parents:
             item.add_marker(pytest.mark.integration)
+    # Tests that pin the embedded llama.cpp server's own behaviour mean nothing against an external
+    # endpoint: they are deselected (and reported as such) then, never skipped in CI.
+    if os.environ.get("PGKD_TEST_TEACHER_URL"):
+        embedded = [i for i in items if i.get_closest_marker("embedded_teacher")]
+        if embedded:
+            config.hook.pytest_deselected(items=embedded)
+            items[:] = [i for i in items if i not in embedded]
 
 
 @dataclass(frozen=True)

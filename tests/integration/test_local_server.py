@@ -50,12 +50,12 @@ def test_schema_constrained_label(client: openai.OpenAI, local_teacher_model: st
     assert set(answer) == {"label"}
 
 
+@pytest.mark.embedded_teacher
 def test_openai_json_schema_form_is_refused(
     client: openai.OpenAI, local_teacher_server: object, local_teacher_model: str
 ):
     """Pins llama-cpp-python 0.3.x behaviour that the teacher client relies on: only ``json_object``."""
-    if not isinstance(local_teacher_server, LocalTeacherServer):
-        pytest.skip("describes the embedded llama-cpp-python server, not an external endpoint")
+    assert isinstance(local_teacher_server, LocalTeacherServer)
     with pytest.raises(openai.APIStatusError, match="json_object"):
         client.chat.completions.create(
             model=local_teacher_model,
