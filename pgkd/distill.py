@@ -149,10 +149,10 @@ def distill(
     started = time.perf_counter()
 
     emit({"event": "train", "step": 0, "size": len(train_set)})
-    current = _successor(base, base, head, seed=config.seed)
+    current = successor(base, base, head, seed=config.seed)
     fit = current.fit(train_set, splits.validation, config.train)
-    val_report, scored_val = _evaluate(current, splits.validation, head)
-    test_report = _evaluate(current, splits.test, head)[0] if config.evaluate_test else None
+    val_report, scored_val = assess(current, splits.validation, head)
+    test_report = assess(current, splits.test, head)[0] if config.evaluate_test else None
     seed_test = test_report
     best, best_step, best_score = current, 0, _metric(val_report, config.metric)
     best_val, best_test = val_report, test_report
@@ -209,10 +209,10 @@ def distill(
         train_seconds = 0.0
         if accepted:
             emit({"event": "train", "step": step, "size": len(train_set)})
-            current = _successor(base, current, head, seed=config.seed)
+            current = successor(base, current, head, seed=config.seed)
             train_seconds = current.fit(train_set, splits.validation, config.train).seconds
-            val_report, scored_val = _evaluate(current, splits.validation, head)
-            test_report = _evaluate(current, splits.test, head)[0] if config.evaluate_test else None
+            val_report, scored_val = assess(current, splits.validation, head)
+            test_report = assess(current, splits.test, head)[0] if config.evaluate_test else None
         else:
             note = note or "no sample accepted; model unchanged"
         value = _metric(val_report, config.metric)
@@ -258,7 +258,8 @@ def distill(
     return DistillResult(best, best_step, history, samples, stop_reason, best_val, best_test, seed_test)
 
 
-def _successor(base: Student, current: Student, head: bool, *, seed: int) -> Student:
+def successor(base: Student, current: Student, head: bool, *, seed: int) -> Student:
+    """The student to train next: a fresh head on ``base`` (head mode) or a copy of ``current``."""
     # Head mode retrains the classifier from scratch on the frozen encoder (cheap, and the result does
     # not depend on the path taken); full mode warm-starts from the current model, since fine-tuning
     # from scratch each step would cost minutes per step on a CPU.
@@ -269,9 +270,10 @@ def _successor(base: Student, current: Student, head: bool, *, seed: int) -> Stu
     return current.clone()
 
 
-def _evaluate(
+def assess(
     student: Student, examples: Sequence[Example], cache: bool
 ) -> tuple[ValidationReport, list[ScoredExample]]:
+    """The student's report on labelled ``examples`` and its verdict on each (``cache``: head mode)."""
     pred = student.predict([e.text for e in examples], cache=cache)
     report = evaluate(student.labels, [e.label for e in examples], pred.labels)
     return report, score(examples, pred.labels, pred.confidence.tolist())

@@ -43,6 +43,21 @@ def load_splits(settings: Settings) -> Splits:
     )
 
 
+def data_lineage(settings: Settings, splits: Splits) -> dict[str, Any]:
+    """What a model records of the data it was trained on, so ``pgkd evaluate`` can reload it."""
+    return {
+        "dataset": settings.dataset,
+        "text_column": settings.text_column,
+        "label_column": settings.label_column,
+        "seed": settings.seed,
+        "n_train": settings.n_train,
+        "n_validation": settings.n_validation,
+        "max_test": settings.max_test,
+        "max_chars": settings.max_chars,
+        "splits_fingerprint": splits.fingerprint(),
+    }
+
+
 def build_teacher(settings: Settings, splits: Splits, student: Student, stack: ExitStack) -> Teacher:
     """The teacher named by ``settings.teacher``; a local server is started inside ``stack``."""
 
@@ -136,17 +151,7 @@ def run_distillation(settings: Settings, run_dir: Path, *, console: Console | No
             result = distill(
                 splits, teacher, config, student=student, on_event=StepTable(console, status, config.steps)
             )
-    result.best.metadata.data = {
-        "dataset": settings.dataset,
-        "text_column": settings.text_column,
-        "label_column": settings.label_column,
-        "seed": settings.seed,
-        "n_train": settings.n_train,
-        "n_validation": settings.n_validation,
-        "max_test": settings.max_test,
-        "max_chars": settings.max_chars,
-        "splits_fingerprint": splits.fingerprint(),
-    }
+    result.best.metadata.data = data_lineage(settings, splits)
     model_dir = result.best.save(run_dir / "model")
     context = {
         "dataset": splits.name,

@@ -7,7 +7,7 @@ edge. Secrets are ``SecretStr`` so they never print.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr
 from pydantic_settings import (
@@ -66,12 +66,16 @@ class Settings(BaseSettings):
     runs_dir: Path = Path("runs")
 
 
-def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
-    """Settings from flags (``None`` = not given), the environment, then ``config_file`` (TOML)."""
+S = TypeVar("S", bound=Settings)
+
+
+def load_settings(config_file: Path | None = None, kind: type[S] = Settings, **flags: Any) -> S:  # type: ignore[assignment]
+    """Settings of type ``kind`` from flags (``None`` = not given), the environment, then
+    ``config_file`` (TOML)."""
     if config_file is not None and not config_file.is_file():
         raise FileNotFoundError(f"config file {config_file} does not exist")
 
-    class _FromFile(Settings):
+    class _FromFile(kind):  # type: ignore[valid-type,misc]
         model_config = SettingsConfigDict(env_prefix="PGKD_", extra="forbid", toml_file=config_file)
 
         @classmethod
@@ -87,4 +91,4 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
             return (*sources, TomlConfigSettingsSource(settings_cls)) if config_file else sources
 
     values = _FromFile(**{k: v for k, v in flags.items() if v is not None})
-    return Settings.model_validate(values.model_dump())
+    return kind.model_validate(values.model_dump())

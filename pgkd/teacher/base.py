@@ -13,11 +13,13 @@ Both account what they spend in :attr:`Teacher.usage` and respect a :class:`Teac
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -224,3 +226,23 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
         raise ValueError(f"embed must return an (n, d) array, got shape {matrix.shape}")
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms == 0, 1.0, norms)
+
+
+def prompt_hash(teacher: str, **prompt: Any) -> str:
+    """A stable hash of what a teacher is shown (equal hashes, equal prompts), for caching answers
+    and recording which prompt produced a sample. Scored examples count by text, label, verdict and
+    confidence (to 4 places).
+
+    >>> prompt_hash("openai:gpt", text="hi") == prompt_hash("openai:gpt", text="hi")
+    True
+    """
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, ScoredExample):
+            return [value.text, value.label, value.predicted, round(value.confidence, 4)]
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    payload = {"teacher": teacher, **{k: plain(v) for k, v in prompt.items()}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]

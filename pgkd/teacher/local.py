@@ -20,7 +20,6 @@ refused with HTTP 500 (a validation ``literal_error``), which the openai client 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -28,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +41,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from pgkd.errors import LocalTeacherError
+from pgkd.processes import die_with_parent, free_port, tail
 
 _CHUNK_BYTES = 8 * 1024 * 1024
 DEFAULT_CACHE_DIR = Path("~/.cache/pgkd/models")
@@ -333,13 +332,6 @@ def _check_gguf(path: Path) -> Path:
 # --- the server process --------------------------------------------------------------------------------
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def require_llama_cpp() -> None:
     """Raise LocalTeacherError with the install command when the llama.cpp server cannot be imported."""
     missing = [
@@ -370,43 +362,11 @@ def _server_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.upper() not in _SERVER_ENV_VARS}
 
 
-def _die_with_parent_fn() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that asks Linux to SIGKILL the child when its parent dies, so a killed test run or
-    CLI does not leave a 1 GB server behind. Resolved before the fork: only a plain call runs in the child.
-
-    Linux signals the child when the *thread* that started it exits; start servers from a long-lived thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        # SIGKILL, not SIGTERM: uvicorn's graceful shutdown waited out a busy request and left an
-        # orphaned server running for minutes; the server holds nothing that needs flushing.
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
 def _default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class LocalTeacherServer:
@@ -495,7 +455,7 @@ class LocalTeacherServer:
                 self._spawn_and_wait()
                 return self
             except LocalTeacherError:
-                if attempt + 1 < attempts and "address already in use" in _tail(self.log_path).lower():
+                if attempt + 1 < attempts and "address already in use" in tail(self.log_path).lower():
                     continue
                 raise
         raise AssertionError("unreachable")
@@ -529,7 +489,7 @@ class LocalTeacherServer:
             stderr=subprocess.STDOUT,
             env=_server_env(),
             start_new_session=True,
-            preexec_fn=_die_with_parent_fn(),
+            preexec_fn=die_with_parent(),
         )
         try:
             self._wait_ready(started)
@@ -546,7 +506,7 @@ class LocalTeacherServer:
             if code is not None:
                 raise LocalTeacherError(
                     f"the local teacher server exited with code {code} before it was ready. "
-                    f"Last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                    f"Last lines of {self.log_path}:\n{tail(self.log_path)}"
                 )
             models = self._get_models()
             if models is not None:
@@ -556,7 +516,7 @@ class LocalTeacherServer:
             if time.monotonic() > deadline:
                 raise LocalTeacherError(
                     f"the local teacher server did not answer GET {self.base_url}/models within "
-                    f"{self.startup_timeout_s:.0f}s. Last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                    f"{self.startup_timeout_s:.0f}s. Last lines of {self.log_path}:\n{tail(self.log_path)}"
                 )
             time.sleep(0.25)
 
@@ -651,7 +611,7 @@ def serve(
                 time.sleep(0.5)
             raise LocalTeacherError(
                 f"the local teacher server exited unexpectedly. Last lines of {server.log_path}:\n"
-                f"{_tail(server.log_path) if server.log_path else ''}"
+                f"{tail(server.log_path) if server.log_path else ''}"
             )
     except KeyboardInterrupt:
         echo("local teacher stopped")

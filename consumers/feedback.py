@@ -1,0 +1,159 @@
+"""The feedback service: joins predictions with delayed ground truth; wrong ones go to mining.
+
+A faust agent reads ``requests`` (for the text), ``predictions`` and ``feedback`` in batches and
+writes them into the Redis join (:mod:`pgkd.feedback`). Each completed join updates live accuracy
+and per-class recall; a misclassified one is published to ``hard`` with its ground truth and the
+confidence the student had. While Redis is down the batch is retried (nothing is acked, nothing is
+lost) and ``/healthz`` says so::
+
+    python -m consumers.feedback      # or: pgkd feedback
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from consumers import runtime
+from pgkd.continual import LiveQuality
+from pgkd.feedback import Fact, FeedbackJoin, Joined
+from pgkd.runner import load_splits
+from streams import connect, metrics
+from streams.events import EventDecodeError, Feedback, HardEvent, Prediction, Request, decode
+from streams.settings import StreamSettings
+from streams.topics import Topics
+
+SERVICE = "feedback"
+log = logging.getLogger("pgkd.feedback")
+
+
+def to_fact(topics: Topics, topic: str, raw: bytes | None, labels: frozenset[str]) -> Fact:
+    """The join fact a record carries; raises EventDecodeError for a bad one."""
+    if topic == topics.requests:
+        request = decode(Request, raw)
+        return Fact(request.id, text=request.text)
+    if topic == topics.predictions:
+        p = decode(Prediction, raw)
+        return Fact(p.id, predicted=p.label, confidence=p.confidence, version=p.model_version)
+    feedback = decode(Feedback, raw)
+    if feedback.label not in labels:
+        raise EventDecodeError("schema", f"label {feedback.label!r} is not in the taxonomy")
+    return Fact(feedback.id, gold=feedback.label)
+
+
+def misclassified_event(joined: Joined) -> HardEvent:
+    return HardEvent(
+        id=joined.id,
+        text=joined.text,
+        reason="misclassified",
+        predicted=joined.predicted,
+        confidence=joined.confidence,
+        model_version=joined.version,
+        label=joined.gold,
+    )
+
+
+class Joiner:
+    def __init__(
+        self, settings: StreamSettings, join: FeedbackJoin, labels: Sequence[str], send: Any
+    ) -> None:
+        self.topics = Topics(settings.namespace)
+        self.join, self.send = join, send
+        self.labels = frozenset(labels)
+        self.quality = LiveQuality(settings.quality_window)
+        self.redis_ok = True
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        facts, pending = [], []
+        for event in events:
+            try:
+                facts.append(to_fact(self.topics, event.message.topic, event.value, self.labels))
+            except EventDecodeError as exc:
+                dead = runtime.dead_letter_event(event, exc, SERVICE)
+                pending.append(await self.send(self.topics.dead_letter, *dead))
+            else:
+                if event.message.topic == self.topics.feedback:
+                    metrics.FEEDBACK.inc()
+        joined = await self._apply(facts)
+        for j in joined:
+            self.quality.record(j.gold, j.predicted)
+            if not j.correct:
+                metrics.MISCLASSIFIED.labels(label=j.gold).inc()
+                pending.append(
+                    await self.send(self.topics.hard, j.id.encode(), misclassified_event(j).to_bytes())
+                )
+        if joined:
+            metrics.JOINED.inc(len(joined))
+            accuracy = self.quality.accuracy()
+            if accuracy is not None:
+                metrics.LIVE_ACCURACY.set(accuracy)
+            for label, recall in self.quality.recall().items():
+                metrics.LIVE_RECALL.labels(label=label).set(recall)
+        await asyncio.gather(*pending)
+
+    async def _apply(self, facts: list[Fact]) -> list[Joined]:
+        delay = 0.5
+        while True:
+            try:
+                joined = await asyncio.to_thread(self.join.apply, facts)
+            except redis.RedisError as exc:
+                # Without Redis there is no join: hold this batch (unacked) until it is back.
+                if self.redis_ok:
+                    log.error("Redis unavailable, holding the batch: %s", exc)
+                self.redis_ok = False
+                metrics.UP.labels(service=SERVICE).set(0)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if not self.redis_ok:
+                log.info("Redis is back")
+            self.redis_ok = True
+            metrics.UP.labels(service=SERVICE).set(1)
+            return joined
+
+
+def build(settings: StreamSettings) -> tuple[Any, Joiner]:
+    app = connect.faust_app(settings, SERVICE)
+    topics = Topics(settings.namespace)
+    join = FeedbackJoin(
+        connect.redis_client(settings),
+        namespace=settings.namespace,
+        ttl=settings.join_ttl_seconds,
+        max_text_chars=settings.join_max_text_chars,
+    )
+    labels = load_splits(settings).labels
+    out_topics = {name: app.topic(name) for name in (topics.hard, topics.dead_letter)}
+
+    async def send(topic: str, key: bytes, value: bytes) -> Any:
+        return await out_topics[topic].send(key=key, value=value)
+
+    joiner = Joiner(settings, join, labels, send)
+    source = app.topic(topics.requests, topics.predictions, topics.feedback)
+
+    @app.agent(source, name=f"{settings.namespace}-join")
+    async def join_feedback(stream: Any) -> None:
+        async for events in stream.take_events(256, within=0.2):
+            await joiner.handle(events)
+
+    return app, joiner
+
+
+def main() -> None:
+    runtime.setup_logging(SERVICE)
+    settings = runtime.load_settings()
+    connect.ensure_topics(settings)
+    app, joiner = build(settings)
+
+    def health() -> tuple[bool, dict[str, object]]:
+        return joiner.redis_ok, {"redis": joiner.redis_ok, "live_accuracy": joiner.quality.accuracy()}
+
+    runtime.start_metrics(settings, SERVICE, health)
+    runtime.run_faust(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""The mining service: turns hard traffic into targeted teacher samples.
+
+A faust agent reads ``hard`` in batches. A misclassified event (its ground truth came from
+feedback) joins the :class:`~pgkd.continual.HardWindow` of live hard negatives and, with
+``train_on_feedback``, becomes a sample at once. A low-confidence event without ground truth waits in
+a bounded queue for the teacher to label it. A background task does the teacher's work, one job at
+a time, on a thread: when the window is ready (``min_hard`` hard negatives, or
+``generate_every_seconds``) a PGKD generation for the current model (its validation report and
+examples from the registry, plus the live hard negatives), otherwise a batch of labels. Accepted
+answers go to ``samples`` with their provenance.
+
+The teacher is a :class:`~pgkd.teacher.shared.SharedTeacher`: cached by prompt hash, one hourly
+budget and rate limit across replicas. When it fails, the job is put back and the miner backs off
+(exponentially, or as long as a 429 asks); serving never waits for it::
+
+    python -m consumers.mining      # or: pgkd mine
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from consumers import runtime
+from pgkd.continual import GenerationPlan, Guidance, HardWindow, plan_generation
+from pgkd.data import Splits
+from pgkd.errors import TeacherBudgetExceeded, TeacherError, TeacherRateLimited
+from pgkd.mining import ScoredExample
+from pgkd.registry import ModelRegistry
+from pgkd.runner import build_teacher, load_splits
+from pgkd.student import Student
+from pgkd.teacher.base import prompt_hash
+from pgkd.teacher.shared import HourlyLimits, SharedTeacher
+from streams import connect, metrics
+from streams.events import EventDecodeError, HardEvent, Sample, decode
+from streams.settings import StreamSettings
+from streams.topics import Topics
+
+SERVICE = "mining"
+log = logging.getLogger("pgkd.mining")
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with a cap; a teacher's own ``retry_after`` wins when it gives one."""
+
+    initial: float = 2.0
+    cap: float = 300.0
+    failures: int = 0
+    until: float = 0.0
+
+    def failed(self, retry_after: float | None = None) -> float:
+        self.failures += 1
+        delay = (
+            retry_after if retry_after is not None else min(self.cap, self.initial * 2 ** (self.failures - 1))
+        )
+        self.until = time.monotonic() + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures, self.until = 0, 0.0
+
+    @property
+    def waiting(self) -> bool:
+        return time.monotonic() < self.until
+
+
+@dataclass
+class Job:
+    kind: str  # "generate" or "label"
+    run: Callable[[], list[Sample]]
+    undo: Callable[[], None] = field(default=lambda: None)
+
+
+class Miner:
+    """Decides what to ask the teacher, asks it, and turns answers into samples."""
+
+    def __init__(
+        self, settings: StreamSettings, teacher: SharedTeacher, registry: ModelRegistry, splits: Splits
+    ) -> None:
+        self.settings, self.teacher, self.registry, self.splits = settings, teacher, registry, splits
+        self.window = HardWindow(min_hard=settings.min_hard, every_seconds=settings.generate_every_seconds)
+        self.to_label: deque[HardEvent] = deque(maxlen=settings.label_queue)
+        self.exclude = [e.text for e in (*splits.train, *splits.validation, *splits.test)]
+        self.backoff = Backoff()
+        self._guidance: dict[str, Guidance] = {}
+        self._counted: dict[str, float] = {}
+        self.generations = 0
+
+    # -- events in --------------------------------------------------------------------------------
+
+    def accept(self, event: HardEvent) -> list[Sample]:
+        """Take one hard event; returns the samples it yields right away (ground truth)."""
+        label = event.label or event.predicted
+        metrics.HARD_EVENTS.labels(
+            reason=event.reason, label=label if label in self.teacher.labels else "other"
+        ).inc()
+        if event.label is not None and event.label in self.teacher.labels:
+            self.window.add(
+                ScoredExample(event.text, event.label, event.predicted, event.confidence), event.id
+            )
+            if self.settings.train_on_feedback:
+                return [
+                    Sample.of(
+                        event.text,
+                        event.label,
+                        "feedback",
+                        source_ids=[event.id],
+                        model_version=event.model_version,
+                    )
+                ]
+            return []
+        if event.reason == "low_confidence":
+            self.to_label.append(event)
+        return []
+
+    # -- teacher work -----------------------------------------------------------------------------
+
+    def next_job(self) -> Job | None:
+        """The next thing to ask the teacher (generation first, when due), or None."""
+        if self.backoff.waiting:
+            return None
+        if self.window.ready():
+            record = self.registry.current()
+            guidance = self.guidance(record.version) if record else None
+            if guidance is not None and record is not None:
+                hard, ids = self.window.take()
+                plan = plan_generation(
+                    guidance,
+                    hard,
+                    n=self.settings.samples_per_step,
+                    examples=self.settings.prompt_examples,
+                    classes=self.settings.target_classes,
+                    seed=self.settings.seed + self.generations,
+                    source_ids=ids,
+                )
+                self.generations += 1
+
+                def undo() -> None:
+                    for example, event_id in zip(hard, ids, strict=True):
+                        self.window.add(example, event_id)
+
+                return Job("generate", lambda: self.generate(plan, record.version), undo)
+        if self.to_label:
+            batch = [
+                self.to_label.popleft() for _ in range(min(self.settings.label_batch, len(self.to_label)))
+            ]
+            return Job("label", lambda: self.label(batch), lambda: self.to_label.extendleft(reversed(batch)))
+        return None
+
+    def generate(self, plan: GenerationPlan, version: str) -> list[Sample]:
+        result = self.teacher.generate(
+            report=plan.report,
+            classes=plan.classes,
+            correct=plan.correct,
+            misclassified=plan.misclassified,
+            hard_negatives=plan.hard_negatives,
+            n=plan.n,
+            exclude=self.exclude,
+        )
+        for reason, n in result.rejected.items():
+            metrics.SAMPLES_REJECTED.labels(reason=reason).inc(n)
+        digest = plan.prompt_hash(self.teacher.name)
+        log.info(
+            "generation for %s (%s): %d of %d accepted",
+            version,
+            ", ".join(plan.classes),
+            result.accepted,
+            result.proposed,
+        )
+        return [
+            Sample.of(
+                s.text,
+                s.label,
+                "teacher_generated",
+                teacher=self.teacher.name,
+                prompt_hash=digest,
+                source_ids=plan.source_ids[:256],
+                model_version=version,
+            )
+            for s in result.samples
+        ]
+
+    def label(self, events: Sequence[HardEvent]) -> list[Sample]:
+        answers = self.teacher.label([e.text for e in events])
+        samples = []
+        for event, answer in zip(events, answers, strict=True):
+            if answer.label is None:
+                metrics.SAMPLES_REJECTED.labels(reason="abstained").inc()
+                continue
+            samples.append(
+                Sample.of(
+                    event.text,
+                    answer.label,
+                    "teacher_labelled",
+                    teacher=self.teacher.name,
+                    prompt_hash=prompt_hash(self.teacher.name, text=event.text),
+                    source_ids=[event.id],
+                    model_version=event.model_version,
+                )
+            )
+        return samples
+
+    def guidance(self, version: str) -> Guidance | None:
+        if version not in self._guidance:
+            stored = self.registry.guidance(version)
+            if stored is None:
+                return None
+            self._guidance = {version: Guidance.from_dict(stored)}  # only the current one is needed
+        return self._guidance[version]
+
+    def run_job(self, job: Job) -> list[Sample] | None:
+        """Run ``job`` (blocking, on a worker thread); None if the teacher failed, after which the
+        miner backs off and the caller puts the job's work back (:attr:`Job.undo`)."""
+        started = time.perf_counter()
+        try:
+            samples = job.run()
+        except (TeacherError, redis.RedisError) as exc:
+            retry_after = exc.retry_after if isinstance(exc, TeacherRateLimited) else None
+            if isinstance(exc, TeacherBudgetExceeded):
+                retry_after = 3600 - time.time() % 3600  # the hourly budget renews on the hour
+            delay = self.backoff.failed(retry_after)
+            metrics.TEACHER_CALLS.labels(operation=job.kind, outcome="error").inc()
+            log.warning("teacher %s failed (%s); backing off %.0f s", job.kind, exc, delay)
+            return None
+        finally:
+            metrics.TEACHER_SECONDS.labels(operation=job.kind).observe(time.perf_counter() - started)
+            self._count_usage()
+        self.backoff.succeeded()
+        metrics.TEACHER_CALLS.labels(operation=job.kind, outcome="ok").inc()
+        return samples
+
+    def _count_usage(self) -> None:
+        usage, hits = self.teacher.usage, self.teacher.cache_hits
+        now = {
+            "prompt": usage.prompt_tokens,
+            "completion": usage.completion_tokens,
+            "cost": usage.cost,
+            **{f"hits:{op}": n for op, n in hits.items()},
+        }
+        delta = {k: v - self._counted.get(k, 0) for k, v in now.items()}
+        self._counted = now
+        metrics.TEACHER_TOKENS.labels(kind="prompt").inc(delta["prompt"])
+        metrics.TEACHER_TOKENS.labels(kind="completion").inc(delta["completion"])
+        metrics.TEACHER_COST.inc(delta["cost"])
+        for key, n in delta.items():
+            if key.startswith("hits:") and n:
+                metrics.TEACHER_CACHE_HITS.labels(operation=key[5:]).inc(n)
+        try:
+            for resource, left in self.teacher.remaining().items():
+                if left is not None:
+                    metrics.BUDGET_REMAINING.labels(resource=resource).set(left)
+        except redis.RedisError:
+            pass  # the gauges catch up on the next job
+
+
+def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
+    app = connect.faust_app(settings, SERVICE)
+    topics = Topics(settings.namespace)
+    redis = connect.redis_client(settings)
+    splits = load_splits(settings)
+    embedder = Student.create(splits.labels, settings.base_model, max_length=settings.max_length)
+    teacher = build_teacher(settings, splits, embedder, stack)
+    shared = SharedTeacher(
+        teacher,
+        redis,
+        namespace=settings.namespace,
+        limits=HourlyLimits(
+            calls=settings.teacher_calls_per_hour,
+            tokens=settings.teacher_tokens_per_hour,
+            cost=settings.teacher_cost_per_hour,
+            calls_per_minute=settings.teacher_calls_per_minute,
+        ),
+        cache_ttl=settings.teacher_cache_ttl,
+    )
+    miner = Miner(settings, shared, connect.registry(settings, redis), splits)
+    out = {name: app.topic(name) for name in (topics.samples, topics.dead_letter)}
+
+    async def publish(samples: Sequence[Sample]) -> None:
+        futures = [await out[topics.samples].send(key=s.key.encode(), value=s.to_bytes()) for s in samples]
+        await asyncio.gather(*futures)
+        for s in samples:
+            metrics.SAMPLES.labels(source=s.source).inc()
+
+    @app.agent(app.topic(topics.hard), name=f"{settings.namespace}-mine")
+    async def mine(stream: Any) -> None:
+        async for events in stream.take_events(64, within=0.5):
+            samples, pending = [], []
+            for event in events:
+                try:
+                    samples += miner.accept(decode(HardEvent, event.value))
+                except EventDecodeError as exc:
+                    key, value = runtime.dead_letter_event(event, exc, SERVICE)
+                    pending.append(await out[topics.dead_letter].send(key=key, value=value))
+            await publish(samples)
+            await asyncio.gather(*pending)
+
+    @app.task
+    async def teach() -> None:
+        # One job at a time: a CPU teacher is the scarce resource, and order keeps backoff simple.
+        while True:
+            job = miner.next_job()
+            if job is None:
+                await asyncio.sleep(0.5)
+                continue
+            samples = await asyncio.to_thread(miner.run_job, job)
+            if samples is None:
+                job.undo()
+            else:
+                await publish(samples)
+
+    return app, miner
+
+
+def main() -> None:
+    runtime.setup_logging(SERVICE)
+    settings = runtime.load_settings()
+    connect.ensure_topics(settings)
+    with ExitStack() as stack:
+        app, miner = build(settings, stack)
+
+        def health() -> tuple[bool, dict[str, object]]:
+            return miner.backoff.failures < 5, {
+                "teacher_failures": miner.backoff.failures,
+                "to_label": len(miner.to_label),
+                "hard_window": len(miner.window),
+            }
+
+        runtime.start_metrics(settings, SERVICE, health)
+        runtime.run_faust(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""The serving service: requests in, one prediction per request out, hard ones routed to mining.
+
+A faust agent takes micro-batches from ``requests`` (at most ``serve_batch`` records, waiting at most
+``serve_wait_ms``), classifies each batch with the current student on a worker thread (the event
+loop keeps heartbeating), and publishes a :class:`~streams.events.Prediction` per request, plus a
+:class:`~streams.events.HardEvent` for those above the uncertainty threshold. Offsets are committed
+only after the batch's records are delivered (at-least-once; downstream deduplicates by ``id``).
+
+A thread tails ``model-updates``: each new version is staged (fetched, checksum verified, warmed
+up) beside the current one and swapped in between two batches. Run several processes with the same
+settings to scale out over the partitions of ``requests``::
+
+    python -m consumers.serving      # or: pgkd serve
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka import TopicPartition
+
+from consumers import runtime
+from pgkd.errors import ModelError
+from pgkd.mining import uncertainty
+from pgkd.serving import LoadedModel, ModelSlot
+from pgkd.student import Predictions
+from streams import connect, metrics
+from streams.events import EventDecodeError, HardEvent, ModelUpdate, Prediction, Request, decode
+from streams.settings import StreamSettings
+from streams.topics import Topics
+
+SERVICE = "serving"
+log = logging.getLogger("pgkd.serving")
+
+Outgoing = tuple[str, bytes, bytes]  # topic, key, value
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How verdicts become events: which are hard, and what a prediction carries."""
+
+    topics: Topics
+    low_confidence: float = 0.5
+    rule: str = "confidence"
+    include_probs: bool = False
+    hard_text_chars: int = 2000
+
+
+def respond(
+    requests: Sequence[Request],
+    model: LoadedModel,
+    predictions: Predictions,
+    routing: Routing,
+    *,
+    inference_ms: float,
+    now: float | None = None,
+) -> list[Outgoing]:
+    """The records to publish for one classified batch: a prediction for every request (same order)
+    and a hard event for each uncertain one."""
+    now = time.time() if now is None else now
+    unsure = uncertainty(predictions.probs, routing.rule) > routing.low_confidence  # type: ignore[arg-type]
+    labels = model.student.labels
+    out: list[Outgoing] = []
+    for i, request in enumerate(requests):
+        key = request.id.encode()
+        confidence = float(predictions.confidence[i])
+        probs = None
+        if routing.include_probs:
+            probs = {c: round(float(p), 5) for c, p in zip(labels, predictions.probs[i], strict=True)}
+        prediction = Prediction(
+            id=request.id,
+            label=predictions.labels[i],
+            confidence=confidence,
+            model_version=model.version,
+            latency_ms=max(0.0, (now - request.ts) * 1000),
+            inference_ms=inference_ms,
+            batch_size=len(requests),
+            probs=probs,
+        )
+        out.append((routing.topics.predictions, key, prediction.to_bytes()))
+        if unsure[i]:
+            hard = HardEvent(
+                id=request.id,
+                text=request.text[: routing.hard_text_chars],
+                reason="low_confidence",
+                predicted=predictions.labels[i],
+                confidence=confidence,
+                model_version=model.version,
+            )
+            out.append((routing.topics.hard, key, hard.to_bytes()))
+    return out
+
+
+class UpdateWatcher(threading.Thread):
+    """Tails ``model-updates`` (every record, no consumer group) and stages each newest version.
+
+    At start it reads the topic from the beginning, so a new worker serves the current model.
+    """
+
+    def __init__(self, settings: StreamSettings, slot: ModelSlot) -> None:
+        super().__init__(name="model-updates", daemon=True)
+        self.settings, self.slot = settings, slot
+        self.topic = Topics(settings.namespace).model_updates
+        self.stopping = threading.Event()
+        self.failures = 0
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._tail()
+            except Exception:  # the broker went away: keep the current model, retry
+                log.exception("model-updates watcher failed; retrying in 2 s")
+                self.stopping.wait(2.0)
+
+    def _tail(self) -> None:
+        consumer = connect.consumer(self.settings, group=None, consumer_timeout_ms=1000)
+        try:
+            tp = TopicPartition(self.topic, 0)
+            consumer.assign([tp])
+            consumer.seek_to_beginning(tp)
+            while not self.stopping.is_set():
+                batch = consumer.poll(timeout_ms=1000)
+                updates = []
+                for records in batch.values():
+                    for record in records:
+                        try:
+                            updates.append(decode(ModelUpdate, record.value))
+                        except EventDecodeError as exc:
+                            log.error("ignoring bad model update at offset %s: %s", record.offset, exc)
+                if updates:
+                    self._stage(updates[-1])  # only the newest of a burst matters
+        finally:
+            consumer.close()
+
+    def _stage(self, update: ModelUpdate) -> None:
+        try:
+            loaded = self.slot.stage(update.version, update.uri, update.sha256)
+        except ModelError as exc:  # corrupt or missing artifact: keep serving the current model
+            self.failures += 1
+            metrics.SWAPS.labels(result="refused").inc()
+            log.error("refusing model %s: %s", update.version, exc)
+            return
+        if loaded is not None:
+            metrics.SWAP_SECONDS.observe(loaded.load_seconds)
+            log.info("staged model %s (%s) in %.2f s", loaded.version, update.kind, loaded.load_seconds)
+
+
+class Server:
+    """Classifies batches of raw request records and sends what :func:`respond` returns."""
+
+    def __init__(self, settings: StreamSettings, slot: ModelSlot, send: Any) -> None:
+        self.settings, self.slot, self.send = settings, slot, send
+        self.topics = Topics(settings.namespace)
+        self.routing = Routing(
+            self.topics,
+            low_confidence=settings.low_confidence,
+            rule=settings.uncertainty_rule,
+            include_probs=settings.include_probs,
+            hard_text_chars=settings.join_max_text_chars,
+        )
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.served = 0
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        swapped = self.slot.swap()
+        if swapped is not None:
+            metrics.SWAPS.labels(result="swapped").inc()
+            metrics.set_model(swapped.version)
+            log.info("now serving %s", swapped.version)
+        model = self.slot.current
+        assert model is not None, "the agent waits for a first model"
+        requests, pending = [], []
+        for event in events:
+            try:
+                requests.append(decode(Request, event.value))
+            except EventDecodeError as exc:
+                dead = runtime.dead_letter_event(event, exc, SERVICE)
+                pending.append(await self.send(self.topics.dead_letter, *dead))
+        metrics.REQUESTS.inc(len(events))
+        if requests:
+            loop = asyncio.get_running_loop()
+            started = time.perf_counter()
+            verdicts = await loop.run_in_executor(
+                self.executor, self.slot.classify, model, [r.text for r in requests]
+            )
+            inference = time.perf_counter() - started
+            metrics.INFERENCE_SECONDS.observe(inference)
+            metrics.BATCH_SIZE.observe(len(requests))
+            now = time.time()
+            outgoing = respond(
+                requests, model, verdicts, self.routing, inference_ms=inference * 1000, now=now
+            )
+            for topic, key, value in outgoing:
+                pending.append(await self.send(topic, key, value))
+            metrics.LOW_CONFIDENCE.inc(sum(1 for topic, _, _ in outgoing if topic == self.topics.hard))
+            for request, confidence in zip(requests, verdicts.confidence, strict=True):
+                metrics.CONFIDENCE.observe(float(confidence))
+                metrics.LATENCY_SECONDS.observe(max(0.0, now - request.ts))
+        # Delivered before the agent takes the next batch, which is when faust acks this one.
+        await asyncio.gather(*pending)
+        self.served += len(requests)
+        metrics.PREDICTIONS.inc(len(requests))
+
+
+def build(settings: StreamSettings) -> tuple[Any, ModelSlot, UpdateWatcher]:
+    """The faust app of one serving worker, its model slot and its update watcher."""
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    app = connect.faust_app(settings, SERVICE)
+    topics = Topics(settings.namespace)
+    slot = ModelSlot(
+        cache_dir=Path(settings.registry_uri).parent / ".model-cache"
+        if "://" not in settings.registry_uri
+        else Path("/tmp/pgkd-model-cache"),
+        max_chars=settings.serve_max_chars,
+        batch_size=max(settings.serve_batch, 1),
+    )
+    watcher = UpdateWatcher(settings, slot)
+    out_topics = {name: app.topic(name) for name in (topics.predictions, topics.hard, topics.dead_letter)}
+
+    async def send(topic: str, key: bytes, value: bytes) -> Any:
+        return await out_topics[topic].send(key=key, value=value)
+
+    server = Server(settings, slot, send)
+
+    @app.agent(app.topic(topics.requests), name=f"{settings.namespace}-serve")
+    async def serve(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        while not slot.loaded.is_set():  # requests wait in Kafka until a first model is loaded
+            await loop.run_in_executor(None, slot.loaded.wait, 1.0)
+        async for events in stream.take_events(settings.serve_batch, within=settings.serve_wait_ms / 1000):
+            await server.handle(events)
+
+    @app.task
+    async def watch_models() -> None:
+        watcher.start()
+
+    return app, slot, watcher
+
+
+def main() -> None:
+    runtime.setup_logging(SERVICE)
+    settings = runtime.load_settings()
+    connect.ensure_topics(settings)
+    app, slot, watcher = build(settings)
+
+    def health() -> tuple[bool, dict[str, object]]:
+        current = slot.current
+        return current is not None, {"model": current.version if current else None}
+
+    runtime.start_metrics(settings, SERVICE, health)
+    runtime.run_faust(app)
+    watcher.stopping.set()
+
+
+if __name__ == "__main__":
+    main()

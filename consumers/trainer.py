@@ -1,0 +1,346 @@
+"""The trainer service: collects samples, retrains on a schedule, promotes only what validates.
+
+A kafka-python consumer (group ``<namespace>-trainer``) reads ``samples``; each valid one goes into
+the Redis :class:`~pgkd.samples.SampleStore` (one per content hash) before its offset is
+committed. Samples whose text is in the validation or test set are dropped (they would leak
+into the data that decides promotion). After ``retrain_every_samples`` new samples or
+``retrain_every_seconds`` (with at least one new), the trainer that holds the Redis lock trains a
+candidate on the seed labels plus every stored sample and scores it on validation; the
+:class:`~pgkd.continual.PromotionRule` decides. A promoted candidate is written to the registry,
+made current and announced on ``model-updates``; a rejected one is recorded with the reason.
+
+At start, with an empty registry, it trains and promotes the seed-only model; with a current
+model but an empty ``model-updates`` topic (a broker that lost its data), it announces it again::
+
+    python -m consumers.trainer      # or: pgkd train
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from kafka import TopicPartition
+
+from consumers import runtime
+from pgkd.continual import Candidate, PromotionRule, RetrainSchedule, retrain
+from pgkd.data import Splits
+from pgkd.distill import fingerprint
+from pgkd.registry import ModelRecord, ModelRegistry
+from pgkd.runner import data_lineage, load_splits
+from pgkd.samples import SampleStore, StoredSample
+from pgkd.student import Student, TrainConfig
+from pgkd.teacher.shared import shared_usage
+from streams import connect, metrics
+from streams.events import EventDecodeError, ModelUpdate, Sample, decode, sample_key
+from streams.settings import StreamSettings
+from streams.topics import Topics
+
+SERVICE = "trainer"
+log = logging.getLogger("pgkd.trainer")
+
+
+def update_for(record: ModelRecord, kind: str = "promote") -> ModelUpdate:
+    return ModelUpdate(
+        version=record.version,
+        uri=record.uri,
+        sha256=record.sha256,
+        kind=kind,  # type: ignore[arg-type]
+        metrics={k: v for k, v in record.metrics.items() if k in ("validation", "test")},
+        parent_version=record.parent_version,
+    )
+
+
+def announce(
+    settings: StreamSettings, record: ModelRecord, kind: str = "promote", producer: Any = None
+) -> None:
+    """Publish ``record`` on ``model-updates`` and wait until the broker has it."""
+    own = producer is None
+    producer = producer or connect.producer(settings)
+    try:
+        update = update_for(record, kind)
+        producer.send(
+            Topics(settings.namespace).model_updates, key=record.version.encode(), value=update.to_bytes()
+        )
+        producer.flush(timeout=30)
+    finally:
+        if own:
+            producer.close()
+
+
+def rollback(settings: StreamSettings, version: str) -> ModelRecord:
+    """Make an earlier ``version`` current again, in the registry and in every serving worker."""
+    registry = connect.registry(settings)
+    record = registry.set_current(version)
+    announce(settings, record, kind="rollback")
+    registry.record_decision(
+        {"ts": time.time(), "version": version, "promoted": True, "reason": "rollback", "kind": "rollback"}
+    )
+    return record
+
+
+class Trainer:
+    """The trainer's decisions and actions, given its connections (no Kafka consumer inside)."""
+
+    def __init__(
+        self,
+        settings: StreamSettings,
+        splits: Splits,
+        registry: ModelRegistry,
+        store: SampleStore,
+        redis: Any,
+        producer: Any,
+        base: Student,
+    ) -> None:
+        self.settings, self.splits, self.registry, self.store = settings, splits, registry, store
+        self.redis, self.producer, self.base = redis, producer, base
+        self.rule = PromotionRule(
+            settings.promotion_metric, settings.promotion_min_delta, settings.promotion_max_class_drop
+        )
+        self.schedule = RetrainSchedule(settings.retrain_every_samples, settings.retrain_every_seconds)
+        self.config = TrainConfig(mode=settings.mode, seed=settings.seed)
+        self.labels = frozenset(splits.labels)
+        # A sample equal to a validation or test text would let training see the data that judges it.
+        self.held_out = {sample_key(e.text) for e in (*splits.validation, *splits.test)}
+        self.trained_key = f"{settings.namespace}:trainer:trained"
+        self.last_train = time.monotonic()
+        self.current_student: Student | None = None
+
+    # -- samples ----------------------------------------------------------------------------------
+
+    def check(self, sample: Sample) -> str | None:
+        """Why ``sample`` cannot be trained on, or None."""
+        if sample.label not in self.labels:
+            return "unknown_label"
+        if sample.key != sample_key(sample.text):
+            return "bad_key"
+        if sample.key in self.held_out:
+            return "held_out_text"
+        return None
+
+    def pending(self) -> int:
+        return max(0, len(self.store) - int(self.redis.get(self.trained_key) or 0))
+
+    # -- models -----------------------------------------------------------------------------------
+
+    def bootstrap(self) -> ModelRecord:
+        """Make sure there is a current model, and that serving workers can learn about it."""
+        current = self.registry.current()
+        if current is None:
+            with self.redis.lock(
+                f"{self.settings.namespace}:trainer:lock", timeout=3600, blocking_timeout=3600
+            ):
+                current = self.registry.current()  # another trainer may have done it meanwhile
+                if current is None:
+                    log.info("no model yet: training the seed-only student")
+                    current = self.promote(self.train([]), reason="seed labels only", parent=None)
+                    return current
+        if self._updates_empty():
+            log.info("model-updates is empty: announcing current model %s again", current.version)
+            announce(self.settings, current, producer=self.producer)
+        return current
+
+    def train(self, samples: list[StoredSample]) -> Candidate:
+        train = [*self.splits.train, *(s.example for s in samples)]
+        started = time.perf_counter()
+        candidate = retrain(
+            self.base, self.current_student, train, self.splits.validation, self.config, test=self.splits.test
+        )
+        metrics.TRAIN_SECONDS.observe(time.perf_counter() - started)
+        candidate.student.metadata.data_fingerprint = fingerprint(train)
+        candidate.student.metadata.data = data_lineage(self.settings, self.splits)
+        return candidate
+
+    def maybe_retrain(self) -> dict[str, Any] | None:
+        """Retrain if the schedule says so and no other trainer is at it; returns the decision."""
+        pending = self.pending()
+        if not self.schedule.due(pending, time.monotonic() - self.last_train):
+            return None
+        lock = self.redis.lock(f"{self.settings.namespace}:trainer:lock", timeout=3600, blocking=False)
+        if not lock.acquire():
+            return None
+        try:
+            return self.retrain_now()
+        finally:
+            lock.release()
+
+    def retrain_now(self) -> dict[str, Any]:
+        samples = [s for s in self.store.all() if s.key not in self.held_out]
+        candidate = self.train(samples)
+        self.last_train = time.monotonic()
+        self.redis.set(self.trained_key, len(self.store))
+        current = self.registry.current()
+        current_validation = current.metrics.get("validation") if current else None
+        decision = self.rule.decide(candidate.validation.summary(), current_validation)
+        self._gauges(candidate, current_validation, samples)
+        outcome = {
+            "ts": time.time(),
+            "promoted": decision.promote,
+            "reason": decision.reason,
+            "candidate": decision.candidate,
+            "current": decision.current,
+            "current_version": current.version if current else None,
+            "train_size": len(self.splits.train) + len(samples),
+            "samples": len(samples),
+        }
+        if decision.promote:
+            record = self.promote(candidate, reason=decision.reason, parent=current, samples=samples)
+            outcome["version"] = record.version
+            metrics.TRAIN_RUNS.labels(outcome="promoted").inc()
+        else:
+            self.registry.record_decision(outcome)
+            metrics.REJECTIONS.labels(reason=decision.check).inc()
+            metrics.TRAIN_RUNS.labels(outcome="rejected").inc()
+            log.info("candidate not promoted: %s", decision.reason)
+        return outcome
+
+    def promote(
+        self,
+        candidate: Candidate,
+        *,
+        reason: str,
+        parent: ModelRecord | None,
+        samples: Sequence[StoredSample] = (),
+    ) -> ModelRecord:
+        usage = shared_usage(self.redis, self.settings.namespace)
+        parent_usage = parent.teacher_usage_total if parent else {}
+        candidate.student.metadata.parent_version = parent.version if parent else None
+        record = self.registry.publish(
+            candidate.student,
+            note=reason,
+            guidance=candidate.guidance.to_dict(),
+            metrics={
+                "validation": candidate.validation.summary(),
+                "test": candidate.test.summary() if candidate.test else None,
+                "epochs": candidate.fit.epochs,
+                "train_seconds": candidate.fit.seconds,
+            },
+            train_size=len(self.splits.train) + len(samples),
+            samples_by_source=dict(Counter(s.source for s in samples)),
+            teacher_cost_since_parent=usage["cost"] - float(parent_usage.get("cost", 0.0)),
+            teacher_calls_since_parent=int(usage["calls"] - float(parent_usage.get("calls", 0.0))),
+            teacher_usage_total=usage,
+        )
+        self.registry.set_current(record.version)
+        announce(self.settings, record, producer=self.producer)
+        self.registry.record_decision(
+            {
+                "ts": time.time(),
+                "promoted": True,
+                "reason": reason,
+                "version": record.version,
+                "candidate": record.metric(self.rule.metric),
+                "current_version": parent.version if parent else None,
+            }
+        )
+        self.current_student = candidate.student
+        metrics.PROMOTIONS.inc()
+        metrics.set_model(record.version)
+        log.info("promoted %s (%s)", record.version, reason)
+        return record
+
+    def _gauges(
+        self, candidate: Candidate, current: dict[str, Any] | None, samples: Sequence[StoredSample]
+    ) -> None:
+        metrics.VALIDATION_F1.labels(model="candidate").set(candidate.validation.macro_f1)
+        for label, f1 in candidate.validation.summary()["per_class_f1"].items():
+            metrics.CLASS_F1.labels(model="candidate", label=label).set(f1)
+        if current:
+            metrics.VALIDATION_F1.labels(model="current").set(current["macro_f1"])
+            for label, f1 in current.get("per_class_f1", {}).items():
+                metrics.CLASS_F1.labels(model="current", label=label).set(f1)
+        metrics.TRAINING_SET.labels(source="seed").set(len(self.splits.train))
+        for source, n in Counter(s.source for s in samples).items():
+            metrics.TRAINING_SET.labels(source=source).set(n)
+
+    def _updates_empty(self) -> bool:
+        consumer = connect.consumer(self.settings, group=None)
+        try:
+            tp = TopicPartition(Topics(self.settings.namespace).model_updates, 0)
+            return bool(consumer.end_offsets([tp])[tp] == consumer.beginning_offsets([tp])[tp])
+        finally:
+            consumer.close()
+
+
+def run(settings: StreamSettings, stop: threading.Event) -> None:
+    """Consume samples and retrain until ``stop`` is set."""
+    topics = Topics(settings.namespace)
+    redis = connect.redis_client(settings)
+    splits = load_splits(settings)
+    producer = connect.producer(settings)
+    base = Student.create(
+        splits.labels, settings.base_model, max_length=settings.max_length, seed=settings.seed
+    )
+    trainer = Trainer(
+        settings,
+        splits,
+        connect.registry(settings, redis),
+        SampleStore(redis, namespace=settings.namespace),
+        redis,
+        producer,
+        base,
+    )
+    health = {"ok": False}
+    runtime.start_metrics(settings, SERVICE, lambda: (health["ok"], {"pending": trainer.pending()}))
+    current = trainer.bootstrap()
+    log.info("current model %s; consuming %s", current.version, topics.samples)
+    consumer = connect.consumer(
+        settings, topics.samples, group=f"{settings.namespace}-trainer", max_poll_interval_ms=3_600_000
+    )
+    health["ok"] = True
+    try:
+        while not stop.is_set():
+            batch = consumer.poll(timeout_ms=1000, max_records=500)
+            good: list[StoredSample] = []
+            for records in batch.values():
+                for record in records:
+                    reason: str | None
+                    try:
+                        sample = decode(Sample, record.value)
+                    except EventDecodeError as exc:
+                        reason, error = exc.reason, exc.detail
+                    else:
+                        reason = trainer.check(sample)
+                        if reason is None:
+                            good.append(
+                                StoredSample(sample.key, sample.text, sample.label, sample.source, sample.ts)
+                            )
+                            continue
+                        error = f"sample {sample.key} ({sample.source}, label {sample.label!r}): {reason}"
+                    dead = runtime.dead_letter(
+                        record.value,
+                        service=SERVICE,
+                        topic=record.topic,
+                        reason=reason,
+                        error=error,
+                        partition=record.partition,
+                        offset=record.offset,
+                    )
+                    producer.send(topics.dead_letter, key=record.topic.encode(), value=dead)
+            if batch:
+                trainer.store.add(good)
+                producer.flush(timeout=30)
+                consumer.commit()  # only after the samples are in Redis: at-least-once
+            trainer.maybe_retrain()
+    finally:
+        consumer.close()
+        producer.close()
+
+
+def main() -> None:
+    runtime.setup_logging(SERVICE)
+    settings = runtime.load_settings()
+    connect.ensure_topics(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    run(settings, stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""The model registry: every promoted student as a versioned directory, with its lineage.
+
+Storage is a local folder or any fsspec URI (``s3://bucket/models``, ``memory://models`` ...): each
+version is ``<root>/<version>/`` holding the student (safetensors, tokenizer, ``pgkd.json``) and
+``record.json`` (:class:`ModelRecord`: metrics, parent, data fingerprint, teacher cost since the
+parent). Storage is the source of truth. Redis, when given, holds the shared index, the version
+sequence and the *current* pointer, so several trainers and tools agree on them; if Redis lost its
+data, :meth:`ModelRegistry.rebuild_index` restores the index from storage.
+
+>>> registry = ModelRegistry("runs/registry", redis=None)                       # doctest: +SKIP
+>>> record = registry.publish(student, metrics={"validation": report.summary()})  # doctest: +SKIP
+>>> registry.set_current(record.version); registry.current().version            # doctest: +SKIP
+'v0001'
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from pgkd.errors import ModelError
+from pgkd.student import WEIGHTS_FILE, Student, file_sha256
+
+RECORD_FILE = "record.json"
+GUIDANCE_FILE = "guidance.json"
+CURRENT_FILE = "CURRENT"
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What the registry knows of one version. ``metrics`` holds at least ``validation`` (the
+    :meth:`~pgkd.mining.ValidationReport.summary` promotion compares) and, when computed, ``test``."""
+
+    version: str
+    uri: str
+    sha256: str
+    created_at: float
+    parent_version: str | None = None
+    data_fingerprint: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    train_size: int = 0
+    samples_by_source: dict[str, int] = field(default_factory=dict)
+    teacher_cost_since_parent: float = 0.0
+    teacher_calls_since_parent: int = 0
+    teacher_usage_total: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelRecord:
+        try:
+            return cls(**json.loads(text))
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"not a model record: {exc}") from exc
+
+    def metric(self, name: str, split: str = "validation") -> float | None:
+        value = (self.metrics.get(split) or {}).get(name)
+        return float(value) if isinstance(value, int | float) else None
+
+
+def _is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts]) if _is_uri(root) else str(Path(root, *parts))
+
+
+class ModelRegistry:
+    """Versioned students under ``root``; index and current pointer shared through ``redis``.
+
+    ``namespace`` separates deployments that share a Redis. ``cache_dir`` is where versions stored
+    at a remote URI are downloaded before loading.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        redis: Any | None = None,
+        namespace: str = "pgkd",
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.root = str(root)
+        self.redis = redis
+        self._keys = {k: f"{namespace}:registry:{k}" for k in ("records", "current", "seq", "decisions")}
+        self._fs, self._base = fsspec.core.url_to_fs(self.root)
+        self._fs.makedirs(self._base, exist_ok=True)
+        self.cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "pgkd-model-cache"
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def publish(
+        self, student: Student, *, note: str = "", guidance: dict[str, Any] | None = None, **lineage: Any
+    ) -> ModelRecord:
+        """Store ``student`` as the next version (not yet current) and return its record.
+
+        ``lineage`` fills the other :class:`ModelRecord` fields (``metrics``, ``train_size``,
+        ``teacher_cost_since_parent`` ...); parent and fingerprint come from the student's metadata.
+        ``guidance`` (:meth:`pgkd.continual.Guidance.to_dict`) is what the teacher is shown about
+        this model's mistakes; it is stored beside the model.
+        """
+        version = self._next_version()
+        student.metadata.version = version
+        uri = _join(self.root, version)
+        with tempfile.TemporaryDirectory(prefix="pgkd-publish-") as tmp:
+            local = student.save(Path(tmp) / version)
+            sha256 = file_sha256(local / WEIGHTS_FILE)
+            record = ModelRecord(
+                version=version,
+                uri=uri,
+                sha256=sha256,
+                created_at=time.time(),
+                parent_version=student.metadata.parent_version,
+                data_fingerprint=student.metadata.data_fingerprint,
+                note=note,
+                **lineage,
+            )
+            (local / RECORD_FILE).write_text(record.to_json())
+            if guidance is not None:
+                (local / GUIDANCE_FILE).write_text(json.dumps(guidance))
+            # Files first, record last: a version whose record exists is complete.
+            target = _join(self._base, version)
+            self._fs.makedirs(target, exist_ok=True)
+            for file in sorted(local.iterdir(), key=lambda p: p.name == RECORD_FILE):
+                self._fs.put_file(str(file), _join(target, file.name))
+        if self.redis is not None:
+            self.redis.hset(self._keys["records"], version, record.to_json())
+        return record
+
+    def set_current(self, version: str) -> ModelRecord:
+        """Make ``version`` the one to serve. Raises ModelError for an unknown version."""
+        record = self.get(version)
+        self._write_pointer(version)
+        return record
+
+    def record_decision(self, decision: dict[str, Any], keep: int = 1000) -> None:
+        """Append a promotion decision (promoted or not, and why) to the shared history."""
+        if self.redis is None:
+            return
+        pipe = self.redis.pipeline()
+        pipe.lpush(self._keys["decisions"], json.dumps(decision, sort_keys=True))
+        pipe.ltrim(self._keys["decisions"], 0, keep - 1)
+        pipe.execute()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def get(self, version: str) -> ModelRecord:
+        if self.redis is not None:
+            cached = self.redis.hget(self._keys["records"], version)
+            if cached is not None:
+                return ModelRecord.from_json(cached)
+        path = _join(self._base, version, RECORD_FILE)
+        if not self._fs.exists(path):
+            raise ModelError(f"no model version {version!r} in {self.root}")
+        return ModelRecord.from_json(self._fs.cat_file(path))
+
+    def versions(self) -> list[ModelRecord]:
+        """Every stored version, oldest first."""
+        if self.redis is not None:
+            records = [ModelRecord.from_json(v) for v in self.redis.hvals(self._keys["records"])]
+            if records:
+                return sorted(records, key=lambda r: r.version)
+        return self._stored()
+
+    def guidance(self, version: str) -> dict[str, Any] | None:
+        """The guidance stored with ``version``, or None if it has none."""
+        path = _join(self._base, version, GUIDANCE_FILE)
+        if not self._fs.exists(path):
+            return None
+        return dict(json.loads(self._fs.cat_file(path)))
+
+    def current(self) -> ModelRecord | None:
+        version = self._read_pointer()
+        return self.get(version) if version else None
+
+    def decisions(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest promotion decisions, newest first."""
+        if self.redis is None:
+            return []
+        return [json.loads(d) for d in self.redis.lrange(self._keys["decisions"], 0, limit - 1)]
+
+    def load(self, version: str) -> Student:
+        record = self.get(version)
+        return fetch_model(record.uri, record.sha256, self.cache_dir)
+
+    def rebuild_index(self) -> int:
+        """Refill the Redis index and pointer from storage (after Redis lost its data)."""
+        stored = self._stored()
+        if self.redis is None or not stored:
+            return len(stored)
+        pipe = self.redis.pipeline()
+        for record in stored:
+            pipe.hset(self._keys["records"], record.version, record.to_json())
+        pipe.set(self._keys["seq"], max(_sequence(r.version) for r in stored), nx=True)
+        pointer = self._file_pointer()
+        if pointer:
+            pipe.set(self._keys["current"], pointer, nx=True)
+        pipe.execute()
+        return len(stored)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _stored(self) -> list[ModelRecord]:
+        records = []
+        for path in self._fs.glob(_join(self._base, "v*", RECORD_FILE)):
+            records.append(ModelRecord.from_json(self._fs.cat_file(path)))
+        return sorted(records, key=lambda r: r.version)
+
+    def _next_version(self) -> str:
+        if self.redis is not None:
+            if not self.redis.exists(self._keys["seq"]):
+                self.rebuild_index()
+            return f"v{int(self.redis.incr(self._keys['seq'])):04d}"
+        stored = [_sequence(r.version) for r in self._stored()]
+        return f"v{max(stored, default=0) + 1:04d}"
+
+    def _write_pointer(self, version: str) -> None:
+        with self._fs.open(_join(self._base, CURRENT_FILE), "w") as f:
+            f.write(version)
+        if self.redis is not None:
+            self.redis.set(self._keys["current"], version)
+
+    def _read_pointer(self) -> str | None:
+        if self.redis is not None:
+            value = self.redis.get(self._keys["current"])
+            if value:
+                return value.decode() if isinstance(value, bytes) else str(value)
+        return self._file_pointer()
+
+    def _file_pointer(self) -> str | None:
+        path = _join(self._base, CURRENT_FILE)
+        if not self._fs.exists(path):
+            return None
+        return self._fs.cat_file(path).decode().strip() or None
+
+
+def _sequence(version: str) -> int:
+    try:
+        return int(version.lstrip("v"))
+    except ValueError:
+        return 0
+
+
+def fetch_model(uri: str, sha256: str, cache_dir: str | Path) -> Student:
+    """Load the student at ``uri`` after checking its weights against ``sha256``.
+
+    A remote version is downloaded to ``cache_dir`` first. Raises ModelError on a checksum mismatch
+    or anything but safetensors weights, so a corrupted artifact is never served.
+    """
+    with _local_copy(uri, Path(cache_dir)) as directory:
+        weights = directory / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ModelError(f"{uri} has no {WEIGHTS_FILE}")
+        actual = file_sha256(weights)
+        if actual != sha256:
+            raise ModelError(f"checksum mismatch for {uri}: expected {sha256[:12]}..., got {actual[:12]}...")
+        return Student.load(directory)
+
+
+@contextmanager
+def _local_copy(uri: str, cache_dir: Path) -> Iterator[Path]:
+    if not _is_uri(uri):
+        yield Path(uri)
+        return
+    fs, path = fsspec.core.url_to_fs(uri)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = Path(tempfile.mkdtemp(prefix="model-", dir=cache_dir))
+    try:
+        for remote in fs.ls(path, detail=False):
+            fs.get_file(remote, str(target / Path(remote).name))
+        yield target
+    finally:
+        shutil.rmtree(target, ignore_errors=True)

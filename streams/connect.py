@@ -1,0 +1,148 @@
+"""Connections built from settings: kafka-python clients, faust apps, topic creation, Redis.
+
+One place turns :class:`~streams.settings.StreamSettings` into client options, so TLS, SASL and the
+timeouts are the same for every service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import ssl
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from pgkd.registry import ModelRegistry
+from streams.settings import StreamSettings
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap(settings: StreamSettings) -> str:
+    if not settings.bootstrap_servers:
+        raise ValueError("no Kafka bootstrap servers: set PGKD_BOOTSTRAP_SERVERS or run `pgkd up`")
+    return settings.bootstrap_servers
+
+
+def kafka_options(settings: StreamSettings) -> dict[str, Any]:
+    """Options every kafka-python client gets: servers, security, sane timeouts."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap(settings).split(","),
+        "security_protocol": settings.kafka_security_protocol,
+        "request_timeout_ms": 30_000,
+    }
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        password = settings.kafka_sasl_password
+        options["sasl_plain_password"] = password.get_secret_value() if password else None
+    if settings.kafka_security_protocol.endswith("SSL") and settings.kafka_ssl_cafile:
+        options["ssl_cafile"] = settings.kafka_ssl_cafile
+    return options
+
+
+def producer(settings: StreamSettings, **overrides: Any) -> KafkaProducer:
+    """An idempotent-enough producer: acks from all replicas, small linger for batching."""
+    options = {**kafka_options(settings), "acks": "all", "linger_ms": 5, "retries": 10, **overrides}
+    return KafkaProducer(**options)
+
+
+def consumer(settings: StreamSettings, *topics: str, group: str | None, **overrides: Any) -> KafkaConsumer:
+    """A consumer with manual commits (``group`` None: no group, for tailing a topic)."""
+    session_ms = int(settings.kafka_session_timeout * 1000)
+    options = {
+        **kafka_options(settings),
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": session_ms,
+        "heartbeat_interval_ms": max(100, session_ms // 5),
+        **overrides,
+    }
+    return KafkaConsumer(*topics, **options)
+
+
+def faust_app(settings: StreamSettings, service: str, datadir: Path | None = None) -> faust.App:
+    """A faust app for ``service``: raw bytes in and out (services decode themselves, so a bad
+    record can be dead-lettered), its own consumer group, commits every second, no web server."""
+    credentials: Any = None
+    protocol = settings.kafka_security_protocol
+    context = None
+    if protocol.endswith("SSL"):
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        credentials = faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password else None,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    elif protocol == "SSL":
+        credentials = faust.SSLCredentials(context)
+    servers = ";".join(f"kafka://{s}" for s in bootstrap(settings).split(","))
+    return faust.App(
+        f"{settings.namespace}-{service}",
+        broker=servers,
+        broker_credentials=credentials,
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.kafka_session_timeout,
+        broker_heartbeat_interval=max(0.1, settings.kafka_session_timeout / 5),
+        broker_commit_interval=1.0,
+        datadir=str(
+            datadir
+            or Path(tempfile.gettempdir()) / f"pgkd-faust-{settings.namespace}-{service}-{os.getpid()}"
+        ),
+        producer_acks=-1,
+    )
+
+
+def ensure_topics(settings: StreamSettings, *, timeout: float = 30.0) -> dict[str, int]:
+    """Create any missing topic of the deployment; returns name -> partitions."""
+    layout = Topics(settings.namespace).layout(settings.partitions)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(**kafka_options(settings), client_id=f"{settings.namespace}-admin")
+            break
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(name, n, 1) for name, n in layout.items() if name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another service was first
+                admin.create_topics(missing)
+    finally:
+        admin.close()
+    return layout
+
+
+def registry(settings: StreamSettings, client: redis.Redis | None = None) -> ModelRegistry:
+    """The deployment's model registry, indexed in its Redis."""
+    return ModelRegistry(
+        settings.registry_uri, redis=client or redis_client(settings), namespace=settings.namespace
+    )
+
+
+def redis_client(settings: StreamSettings, **overrides: Any) -> redis.Redis:
+    """A Redis client with short timeouts, so a dead Redis fails fast instead of hanging a service."""
+    options = {"socket_timeout": 5.0, "socket_connect_timeout": 3.0, "health_check_interval": 30, **overrides}
+    return redis.Redis.from_url(settings.redis, **options)

