@@ -13,7 +13,7 @@ import heapq
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,10 +67,12 @@ class Replayer:
         examples: Sequence[Example],
         *,
         stop: threading.Event | None = None,
-        on_sent: Callable[[int], None] | None = None,
+        report: ReplayReport | None = None,
     ) -> ReplayReport:
-        """Send every example (until ``stop``), then the feedback still due; flushes at the end."""
-        report = ReplayReport(started=time.time())
+        """Send every example (until ``stop``), then the feedback still due; flushes at the end.
+        ``report`` (a new one by default) is filled as the replay goes, for watching it live."""
+        report = report if report is not None else ReplayReport()
+        report.started = time.time()
         due: list[tuple[float, str, str]] = []  # (when, id, gold label)
         start = time.monotonic()
         for i, example in enumerate(examples):
@@ -90,8 +92,6 @@ class Replayer:
                 jitter = self.rng.uniform(-0.5, 0.5) * self.delay
                 heapq.heappush(due, (time.monotonic() + self.delay + jitter, request_id, example.label))
             self._send_feedback(due, report, until=time.monotonic())
-            if on_sent is not None:
-                on_sent(len(report.ids))
         while due and not (stop is not None and stop.is_set()):
             self._send_feedback(due, report, until=due[0][0])
         self.producer.flush(timeout=60)

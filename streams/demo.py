@@ -1,0 +1,302 @@
+"""``pgkd demo``: the embedded stack under replayed traffic, watched live.
+
+It starts everything (:class:`~streams.stack.EmbeddedStack`), waits for the seed model, replays the
+dataset's traffic pool with delayed feedback for a fraction of it, and shows every second: traffic,
+throughput, live accuracy (over the requests whose feedback has arrived), the hard-event rate,
+teacher calls and cost, and the model versions promoted. It ends with a summary: the test accuracy
+of the first and the last model, and the events lost (requests without a prediction: must be 0).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from kafka import TopicPartition
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from pgkd.registry import ModelRecord
+from pgkd.runner import load_splits
+from pgkd.samples import SampleStore
+from pgkd.teacher.shared import shared_usage
+from producers.replay import Replayer, ReplayReport
+from streams import connect
+from streams.events import EventDecodeError, Prediction, decode
+from streams.settings import StreamSettings
+from streams.stack import EmbeddedStack
+from streams.topics import Topics
+
+# What the demo changes so that a few minutes of traffic show the whole loop: generate and retrain
+# after a handful of hard events instead of production's dozens. Flags and PGKD_* variables win.
+DEMO_DEFAULTS: dict[str, Any] = {
+    "min_hard": 4,
+    "generate_every_seconds": 120.0,
+    "samples_per_step": 8,
+    "retrain_every_samples": 8,
+    "retrain_every_seconds": 45.0,
+    "low_confidence": 0.4,
+}
+
+
+class Watcher(threading.Thread):
+    """Tails ``predictions`` and ``hard`` from the beginning and keeps the demo's tallies."""
+
+    def __init__(self, settings: StreamSettings) -> None:
+        super().__init__(name="demo-watcher", daemon=True)
+        self.settings = settings
+        self.topics = Topics(settings.namespace)
+        self.lock = threading.Lock()
+        self.answers: dict[str, Prediction] = {}
+        self.duplicates = 0
+        self.hard = 0
+        self.first_seen: dict[str, float] = {}  # model version -> when its first prediction arrived
+        self.recent: deque[float] = deque(maxlen=10_000)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        consumer = connect.consumer(self.settings, group=None)
+        try:
+            parts = []
+            for topic in (self.topics.predictions, self.topics.hard):
+                ids = consumer.partitions_for_topic(topic) or {0}
+                parts += [TopicPartition(topic, p) for p in sorted(ids)]
+            consumer.assign(parts)
+            consumer.seek_to_beginning(*parts)
+            while not self.stopping.is_set():
+                for tp, records in consumer.poll(timeout_ms=500).items():
+                    with self.lock:
+                        for record in records:
+                            self._take(tp.topic, record.value)
+        finally:
+            consumer.close()
+
+    def _take(self, topic: str, value: bytes) -> None:
+        if topic == self.topics.hard:
+            self.hard += 1
+            return
+        try:
+            p = decode(Prediction, value)
+        except EventDecodeError:
+            return
+        if p.id in self.answers:
+            self.duplicates += 1
+            return
+        self.answers[p.id] = p
+        self.recent.append(time.time())
+        self.first_seen.setdefault(p.model_version, time.time())
+
+    def throughput(self, window: float = 10.0) -> float:
+        now = time.time()
+        with self.lock:
+            return sum(1 for t in self.recent if t > now - window) / window
+
+    def live_accuracy(self, report: ReplayReport, last: int = 300) -> tuple[float | None, int]:
+        """Accuracy over the latest ``last`` answered requests whose feedback was sent."""
+        with self.lock:
+            judged = [(i, label) for i, label in list(report.feedback.items())[-last:] if i in self.answers]
+            if not judged:
+                return None, 0
+            return sum(self.answers[i].label == label for i, label in judged) / len(judged), len(judged)
+
+
+def _accuracy(record: ModelRecord) -> str:
+    value = record.metric("accuracy", "test")
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _view(
+    settings: StreamSettings, watcher: Watcher, report: ReplayReport, total: int, started: float, teacher: str
+) -> Group:
+    redis = connect.redis_client(settings)
+    usage = shared_usage(redis, settings.namespace)
+    versions = connect.registry(settings, redis).versions()
+    accuracy, judged = watcher.live_accuracy(report)
+    elapsed = time.time() - started
+    answered = len(watcher.answers)
+    stats = Table(box=None, show_header=False, pad_edge=False)
+    stats.add_column(style="bold")
+    stats.add_column()
+    rows = [
+        ("elapsed", f"{elapsed:.0f} s"),
+        ("requests sent / answered", f"{len(report.ids)} of {total} / {answered}"),
+        ("throughput (10 s)", f"{watcher.throughput():.1f} predictions/s"),
+        ("feedback sent", f"{len(report.feedback)}"),
+        ("live accuracy (feedback)", "-" if accuracy is None else f"{accuracy:.3f} over {judged}"),
+        ("hard events", f"{watcher.hard} ({watcher.hard / max(1, answered):.1%} of predictions)"),
+        (
+            "teacher",
+            f"{teacher}: {usage['calls']:.0f} calls, {usage['tokens']:.0f} tokens, ${usage['cost']:.4f}",
+        ),
+    ]
+    for name, value in rows:
+        stats.add_row(name, value)
+    models = Table(
+        "version", "promoted", "val macro-F1", "test acc", "samples", "first served", title="models"
+    )
+    for r in versions:
+        seen = watcher.first_seen.get(r.version)
+        served = "-" if seen is None else f"+{seen - started:.0f} s"
+        val = r.metric("macro_f1")
+        models.add_row(
+            r.version,
+            time.strftime("%H:%M:%S", time.localtime(r.created_at)),
+            "-" if val is None else f"{val:.3f}",
+            _accuracy(r),
+            str(sum(r.samples_by_source.values())),
+            served,
+        )
+    return Group(Panel(stats, title="pgkd demo"), models)
+
+
+def run_demo(
+    settings: StreamSettings,
+    run_dir: Path,
+    *,
+    rate: float | None = 3.0,
+    feedback_fraction: float = 0.3,
+    feedback_delay: float = 5.0,
+    limit: int | None = None,
+    linger: float = 60.0,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run the demo; returns (and writes to ``run_dir/summary.json``) its summary."""
+    console = console or Console()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if settings.teacher == "simulated":
+        console.print(
+            "[yellow]SIMULATED TEACHER[/yellow]: it answers from the dataset's hidden gold labels and "
+            "draws real unseen examples; it shows what a strong teacher would achieve, not what an LLM does."
+        )
+    with EmbeddedStack(settings, run_dir) as stack:
+        settings = stack.settings
+        where = Table("part", "where", title="pgkd up")
+        for name, place in stack.where.items():
+            where.add_row(name, place)
+        console.print(where)
+        with console.status("starting services and training the seed student ..."):
+            stack.wait_healthy(timeout=900)
+        splits = load_splits(settings)
+        traffic = list(splits.traffic[:limit] if limit else splits.traffic)
+        watcher = Watcher(settings)
+        watcher.start()
+        replayer = Replayer(
+            connect.producer(settings),
+            Topics(settings.namespace),
+            rate=rate,
+            feedback_fraction=feedback_fraction,
+            feedback_delay=feedback_delay,
+            seed=settings.seed,
+            id_prefix="demo",
+        )
+        report = ReplayReport()
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=replayer.run, args=(traffic,), kwargs={"stop": stop, "report": report}, daemon=True
+        )
+        started = time.time()
+        thread.start()
+        teacher = (
+            "SIMULATED" if settings.teacher == "simulated" else stack.where.get("teacher", settings.teacher)
+        )
+        ended: float | None = None
+        try:
+            with Live(console=console, refresh_per_second=1) as live:
+                while True:
+                    live.update(_view(settings, watcher, report, len(traffic), started, teacher))
+                    done = not thread.is_alive() and len(watcher.answers) >= len(report.ids)
+                    if done and ended is None:
+                        ended = time.time()
+                    if ended is not None and time.time() - ended >= linger:
+                        break
+                    if not thread.is_alive() and time.time() - (report.finished or time.time()) > 300:
+                        break  # answers stopped coming: report what is missing
+                    time.sleep(1.0)
+        except KeyboardInterrupt:
+            stop.set()
+            console.print("[yellow]interrupted: shutting down[/yellow]")
+        stop.set()
+        thread.join(timeout=30)
+        watcher.stopping.set()
+        summary = _summary(settings, watcher, report, started)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _print_summary(console, summary)
+    return summary
+
+
+def _summary(
+    settings: StreamSettings, watcher: Watcher, report: ReplayReport, started: float
+) -> dict[str, Any]:
+    redis = connect.redis_client(settings)
+    registry = connect.registry(settings, redis)
+    versions = registry.versions()
+    current = registry.current()
+    first = versions[0] if versions else None
+    promoted_after = [r for r in versions if r.created_at > started]
+    missing = [i for i in report.ids if i not in watcher.answers]
+    return {
+        "requests": len(report.ids),
+        "answered": len(report.ids) - len(missing),
+        "events_lost": len(missing),
+        "duplicate_predictions": watcher.duplicates,
+        "feedback": len(report.feedback),
+        "hard_events": watcher.hard,
+        "samples": dict(SampleStore(redis, namespace=settings.namespace).counts()),
+        "teacher": shared_usage(redis, settings.namespace),
+        "first_model": {"version": first.version, "test_accuracy": first.metric("accuracy", "test")}
+        if first
+        else None,
+        "last_model": {"version": current.version, "test_accuracy": current.metric("accuracy", "test")}
+        if current
+        else None,
+        "versions": [
+            {
+                "version": r.version,
+                "test_accuracy": r.metric("accuracy", "test"),
+                "validation_macro_f1": r.metric("macro_f1"),
+                "samples": r.samples_by_source,
+                "seconds_after_first_request": round(r.created_at - started, 1)
+                if r.created_at > started
+                else None,
+            }
+            for r in versions
+        ],
+        "seconds_to_first_promotion": round(promoted_after[0].created_at - started, 1)
+        if promoted_after
+        else None,
+        "decisions": registry.decisions(50),
+        "wall_seconds": round(time.time() - started, 1),
+    }
+
+
+def _print_summary(console: Console, s: dict[str, Any]) -> None:
+    table = Table(box=None, show_header=False, title="summary")
+    table.add_column(style="bold")
+    table.add_column()
+    first, last = s["first_model"] or {}, s["last_model"] or {}
+
+    def acc(m: dict[str, Any]) -> str:
+        return "-" if m.get("test_accuracy") is None else f"{m['test_accuracy']:.3f}"
+
+    table.add_row("first model", f"{first.get('version', '-')}: test accuracy {acc(first)}")
+    table.add_row("last model", f"{last.get('version', '-')}: test accuracy {acc(last)}")
+    table.add_row("versions promoted", str(len(s["versions"])))
+    table.add_row("requests / answered", f"{s['requests']} / {s['answered']}")
+    style = "green" if s["events_lost"] == 0 else "red"
+    table.add_row("events lost", f"[{style}]{s['events_lost']}[/{style}]")
+    table.add_row("duplicate predictions", str(s["duplicate_predictions"]))
+    table.add_row("hard events", str(s["hard_events"]))
+    table.add_row("samples by source", json.dumps(s["samples"]))
+    t = s["teacher"]
+    table.add_row("teacher", f"{t['calls']:.0f} calls, {t['tokens']:.0f} tokens, ${t['cost']:.4f}")
+    first_promotion = s["seconds_to_first_promotion"]
+    table.add_row(
+        "first promotion", "-" if first_promotion is None else f"{first_promotion} s after the first request"
+    )
+    console.print(table)
