@@ -94,6 +94,7 @@ class Miner:
         self._guidance: dict[str, Guidance] = {}
         self._counted: dict[str, float] = {}
         self.generations = 0
+        self.busy = False  # a teacher job is running
 
     # -- events in --------------------------------------------------------------------------------
 
@@ -311,7 +312,11 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
             if job is None:
                 await asyncio.sleep(0.5)
                 continue
-            samples = await asyncio.to_thread(miner.run_job, job)
+            miner.busy = True
+            try:
+                samples = await asyncio.to_thread(miner.run_job, job)
+            finally:
+                miner.busy = False
             if samples is None:
                 job.undo()
             else:
@@ -332,6 +337,7 @@ def main() -> None:
                 "teacher_failures": miner.backoff.failures,
                 "to_label": len(miner.to_label),
                 "hard_window": len(miner.window),
+                "busy": miner.busy,
             }
 
         runtime.start_metrics(settings, SERVICE, health)

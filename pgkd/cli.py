@@ -250,7 +250,9 @@ def demo(
     feedback: Annotated[float, Opt(help="fraction of requests that get delayed ground truth")] = 0.3,
     feedback_delay: Annotated[float, Opt(help="seconds until the ground truth arrives")] = 5.0,
     limit: Annotated[int | None, Opt(help="replay only this many requests")] = None,
-    linger: Annotated[float, Opt(help="seconds to keep watching after the last answer")] = 60.0,
+    linger: Annotated[
+        float, Opt(help="after the last answer, watch until mining and training are idle, at most this long")
+    ] = 300.0,
     run_dir: Annotated[Path, Opt(help="logs, registry and summary.json")] = Path("runs/demo"),
     config: ConfigOpt = None,
 ) -> None:

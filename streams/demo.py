@@ -163,7 +163,7 @@ def run_demo(
     feedback_fraction: float = 0.3,
     feedback_delay: float = 5.0,
     limit: int | None = None,
-    linger: float = 60.0,
+    linger: float = 300.0,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Run the demo; returns (and writes to ``run_dir/summary.json``) its summary."""
@@ -205,17 +205,21 @@ def run_demo(
         teacher = (
             "SIMULATED" if settings.teacher == "simulated" else stack.where.get("teacher", settings.teacher)
         )
-        ended: float | None = None
+        drained_at: float | None = None
         try:
             with Live(console=console, refresh_per_second=1) as live:
                 while True:
                     live.update(_view(settings, watcher, report, len(traffic), started, teacher))
-                    done = not thread.is_alive() and len(watcher.answers) >= len(report.ids)
-                    if done and ended is None:
-                        ended = time.time()
-                    if ended is not None and time.time() - ended >= linger:
+                    replayed = not thread.is_alive() and len(watcher.answers) >= len(report.ids)
+                    if replayed and drained_at is None:
+                        drained_at = time.time()
+                    # After the traffic: let mining and training finish what the traffic started.
+                    if drained_at is not None and (_idle(stack) or time.time() - drained_at >= linger):
                         break
-                    if not thread.is_alive() and time.time() - (report.finished or time.time()) > 300:
+                    if (
+                        not thread.is_alive()
+                        and time.time() - (report.finished or time.time()) > linger + 300
+                    ):
                         break  # answers stopped coming: report what is missing
                     time.sleep(1.0)
         except KeyboardInterrupt:
@@ -228,6 +232,16 @@ def run_demo(
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     _print_summary(console, summary)
     return summary
+
+
+def _idle(stack: EmbeddedStack) -> bool:
+    """Nothing left to do: no teacher job running or waiting, no sample waiting for a retrain."""
+    mining, trainer = stack.services.get("mining"), stack.services.get("trainer")
+    m = mining.health() if mining else {}
+    t = trainer.health() if trainer else {}
+    if m is None or t is None:
+        return False
+    return not (m.get("busy") or m.get("to_label") or m.get("hard_window") or t.get("pending"))
 
 
 def _summary(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -26,6 +26,7 @@ from pgkd.teacher.filters import normalise
 
 SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 256 * 1024  # a request bigger than this is dead-lettered before it is parsed
+MAX_ORIGINAL_BYTES = 512 * 1024  # what a dead letter keeps of the original (base64 stays under 1 MB)
 MAX_TEXT_CHARS = 100_000  # longer texts are dead-lettered; serving truncates far shorter ones
 MAX_ID_CHARS = 200
 MAX_META_ITEMS = 32
@@ -42,6 +43,7 @@ class Event(BaseModel):
     """Base of every record: immutable, unknown fields ignored (forward compatible), version checked."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=False)
+    max_bytes: ClassVar[int] = MAX_RECORD_BYTES  # bigger records are refused unparsed
     v: int = SCHEMA_VERSION
 
     def to_bytes(self) -> bytes:
@@ -162,8 +164,10 @@ class ModelUpdate(Event):
 
 
 class DeadLetter(Event):
-    """``dead-letter``: a record a service could not process, with why and its original bytes."""
+    """``dead-letter``: a record a service could not process, with why and its original bytes (the
+    first 512 KiB of them; ``truncated`` says whether that was all)."""
 
+    max_bytes: ClassVar[int] = 1024 * 1024
     service: str
     topic: str
     partition: int | None = None
@@ -171,6 +175,7 @@ class DeadLetter(Event):
     reason: str
     error: str = Field(max_length=2000)
     original_b64: str
+    truncated: bool = False
     ts: float = Field(default_factory=now)
 
     @classmethod
@@ -185,7 +190,8 @@ class DeadLetter(Event):
         partition: int | None = None,
         offset: int | None = None,
     ) -> DeadLetter:
-        # The original is kept whole up to the record cap, so an operator can replay it once fixed.
+        # The original is kept (up to a cap that keeps the dead letter under Kafka's default 1 MB
+        # message size), so an operator can replay it once the producer is fixed.
         return cls(
             service=service,
             topic=topic,
@@ -193,7 +199,8 @@ class DeadLetter(Event):
             offset=offset,
             reason=reason,
             error=error[:2000],
-            original_b64=base64.b64encode(raw[:MAX_RECORD_BYTES]).decode(),
+            original_b64=base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode(),
+            truncated=len(raw) > MAX_ORIGINAL_BYTES,
         )
 
     def original(self) -> bytes:
@@ -212,10 +219,10 @@ class EventDecodeError(ValueError):
 E = TypeVar("E", bound=Event)
 
 
-def decode(
-    kind: type[E], raw: bytes | bytearray | memoryview | None, *, max_bytes: int = MAX_RECORD_BYTES
-) -> E:
-    """Parse one record into ``kind``, or raise :class:`EventDecodeError` with the reason."""
+def decode(kind: type[E], raw: bytes | bytearray | memoryview | None, *, max_bytes: int | None = None) -> E:
+    """Parse one record into ``kind``, or raise :class:`EventDecodeError` with the reason. Records
+    over ``max_bytes`` (default: the kind's own cap) are refused before parsing."""
+    max_bytes = kind.max_bytes if max_bytes is None else max_bytes
     if raw is None:
         raise EventDecodeError("bad_json", "empty record (no value)")
     raw = bytes(raw)

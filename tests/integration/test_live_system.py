@@ -1,0 +1,321 @@
+"""The live system on a real broker (tansu), a real Redis and, for mining, the real local LLM server.
+
+Each test runs the services as real processes (:class:`~streams.stack.EmbeddedStack` with the
+session's broker and Redis) in its own namespace of topics and keys. BBC News is cut to a small seed
+set and short texts so that a test runs in a minute or a few, not in tens.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+
+from consumers.trainer import rollback
+from pgkd.runner import load_splits
+from producers.replay import Replayer, ReplayReport
+from streams import connect
+from streams.events import (
+    MAX_RECORD_BYTES,
+    DeadLetter,
+    HardEvent,
+    Prediction,
+    Request,
+    Sample,
+    decode,
+)
+from streams.settings import StreamSettings
+from streams.stack import EmbeddedStack
+from streams.topics import Topics
+
+pytestmark = pytest.mark.slow
+
+
+def live_settings(
+    broker: str, redis_url: str, namespace: str, tmp_path: Path, **overrides: Any
+) -> StreamSettings:
+    base: dict[str, Any] = {
+        "bootstrap_servers": broker,
+        "redis_url": redis_url,
+        "namespace": namespace,
+        "registry_uri": str(tmp_path / "registry"),
+        "dataset": "bbc",
+        "n_train": 60,
+        "n_validation": 100,
+        "max_chars": 300,
+        "teacher": "simulated",
+        "partitions": 2,
+        "kafka_session_timeout": 6.0,
+        "serve_batch": 16,
+    }
+    return StreamSettings(**{**base, **overrides})
+
+
+class TopicReader:
+    """Reads a topic from the beginning, all partitions, without a consumer group."""
+
+    def __init__(self, settings: StreamSettings, topic: str) -> None:
+        self.consumer = connect.consumer(settings, group=None)
+        parts = self.consumer.partitions_for_topic(topic) or {0}
+        self.parts = [TopicPartition(topic, p) for p in sorted(parts)]
+        self.consumer.assign(self.parts)
+        self.consumer.seek_to_beginning(*self.parts)
+        self.records: list[Any] = []
+
+    def poll(self) -> list[Any]:
+        new = [r for rs in self.consumer.poll(timeout_ms=500).values() for r in rs]
+        self.records += new
+        return new
+
+    def until(self, done: Callable[[list[Any]], bool], timeout: float, what: str) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while not done(self.records):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            self.poll()
+        return self.records
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def answered(records: list[Any]) -> dict[str, list[Prediction]]:
+    by_id: dict[str, list[Prediction]] = defaultdict(list)
+    for r in records:
+        p = decode(Prediction, r.value)
+        by_id[p.id].append(p)
+    return by_id
+
+
+def metric(port: int | None, name: str, **labels: str) -> float:
+    """Sum of a Prometheus sample of a running service whose labels include ``labels``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_end_to_end_hard_events_mined_samples_generated_model_promoted_and_hot_swapped(
+    broker, redis_url, namespace, tmp_path, local_teacher_url, local_teacher_model
+):
+    settings = live_settings(
+        broker,
+        redis_url,
+        namespace,
+        tmp_path,
+        teacher="local",
+        teacher_url=local_teacher_url,
+        teacher_model=local_teacher_model,
+        teacher_timeout=300.0,
+        low_confidence=0.3,
+        min_hard=3,
+        generate_every_seconds=30.0,
+        samples_per_step=4,
+        prompt_examples=6,
+        retrain_every_samples=5,
+        retrain_every_seconds=15.0,
+    )
+    topics = Topics(namespace)
+    with EmbeddedStack(settings, tmp_path / "stack") as stack:
+        stack.wait_healthy(timeout=600)
+        traffic = list(load_splits(settings).traffic)
+        predictions = TopicReader(stack.settings, topics.predictions)
+        stop = threading.Event()
+        report = ReplayReport()
+
+        def replay() -> None:  # a steady trickle until a hot-swap has been seen
+            replayer = Replayer(
+                connect.producer(stack.settings),
+                topics,
+                rate=8,
+                feedback_fraction=0.5,
+                feedback_delay=1.0,
+                id_prefix="e2e",
+            )
+            replayer.run(traffic * 4, stop=stop, report=report)
+
+        thread = threading.Thread(target=replay, daemon=True)
+        thread.start()
+        try:
+            predictions.until(
+                lambda rs: len({p.model_version for ps in answered(rs).values() for p in ps}) >= 2,
+                timeout=900,
+                what="a prediction from a second model version",
+            )
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+        records = predictions.until(
+            lambda rs: set(report.ids) <= set(answered(rs)), timeout=300, what="every request answered"
+        )
+        by_id = answered(records)
+        assert set(by_id) == set(report.ids)
+        assert all(len(ps) == 1 for ps in by_id.values()), "a request was answered twice"
+        # Swaps happen between batches: on each partition, once a newer model answers, no older one does.
+        order = {"v0001": 1}
+        for r in records:
+            p = decode(Prediction, r.value)
+            order.setdefault(p.model_version, int(p.model_version[1:]))
+        last: dict[int, int] = {}
+        for r in records:
+            n = order[decode(Prediction, r.value).model_version]
+            assert n >= last.get(r.partition, 0), "an older model answered after a newer one"
+            last[r.partition] = n
+
+        hard = [
+            decode(HardEvent, r.value)
+            for r in TopicReader(stack.settings, topics.hard).until(
+                lambda rs: len(rs) > 0, timeout=30, what="hard events"
+            )
+        ]
+        assert {h.reason for h in hard} >= {"misclassified"}
+        samples = TopicReader(stack.settings, topics.samples).until(
+            lambda rs: any(decode(Sample, r.value).source.startswith("teacher") for r in rs),
+            timeout=600,
+            what="a sample from the teacher",
+        )
+        sources = {decode(Sample, r.value).source for r in samples}
+        assert "feedback" in sources and sources & {"teacher_labelled", "teacher_generated"}
+        teacher_sample = next(
+            decode(Sample, r.value) for r in samples if decode(Sample, r.value).source.startswith("teacher")
+        )
+        assert teacher_sample.teacher and teacher_sample.prompt_hash and teacher_sample.source_ids
+        mining_port = stack.services["mining"].metrics_port
+        deadline = time.monotonic() + 600
+        while metric(mining_port, "pgkd_teacher_calls_total", operation="generate") < 1:
+            assert time.monotonic() < deadline, "the miner never asked the teacher to generate"
+            time.sleep(2)
+
+        registry = connect.registry(stack.settings)
+        versions = registry.versions()
+        assert len(versions) >= 2 and versions[1].parent_version == "v0001"
+        assert sum(versions[-1].samples_by_source.values()) > 0
+        assert any(d["promoted"] and d.get("version") == versions[1].version for d in registry.decisions())
+
+        # Rollback: every serving worker goes back to the first model.
+        rollback(stack.settings, "v0001")
+        time.sleep(3)
+        producer = connect.producer(stack.settings)
+        ids = [f"after-rollback-{i}" for i in range(10)]
+        for i, request_id in enumerate(ids):
+            producer.send(
+                topics.requests,
+                key=request_id.encode(),
+                value=Request(id=request_id, text=traffic[i].text).to_bytes(),
+            )
+        producer.flush()
+        records = predictions.until(
+            lambda rs: set(ids) <= set(answered(rs)), timeout=120, what="answers after rollback"
+        )
+        assert {answered(records)[i][-1].model_version for i in ids} == {"v0001"}
+        assert registry.current().version == "v0001"
+
+
+def test_serving_killed_mid_stream_loses_no_request(broker, redis_url, namespace, tmp_path):
+    settings = live_settings(broker, redis_url, namespace, tmp_path, serve_max_chars=200, serve_batch=32)
+    topics = Topics(namespace)
+    with EmbeddedStack(settings, tmp_path / "stack", services=("trainer", "serving")) as stack:
+        stack.wait_healthy(timeout=300)
+        traffic = list(load_splits(settings).traffic)
+        examples = (traffic * 3)[:1500]
+        report = Replayer(
+            connect.producer(stack.settings), topics, feedback_fraction=0.0, id_prefix="kill"
+        ).run(examples)
+        predictions = TopicReader(stack.settings, topics.predictions)
+        predictions.until(lambda rs: len(rs) >= 300, timeout=300, what="300 predictions before the kill")
+        stack.kill("serving-0")
+        predictions.poll()
+        answered_before = len(answered(predictions.records))
+        assert answered_before < len(report.ids), "the kill came too late to test anything"
+        stack.start_service("serving", 0)
+        records = predictions.until(
+            lambda rs: set(report.ids) <= set(answered(rs)),
+            timeout=600,
+            what="every request answered after the restart",
+        )
+        by_id = answered(records)
+        missing = set(report.ids) - set(by_id)
+        assert not missing
+        # At-least-once: what was answered after the last commit (every second) is answered again;
+        # far fewer than everything answered before the kill, since commits kept up.
+        duplicates = sum(len(v) - 1 for v in by_id.values())
+        assert duplicates < answered_before
+        assert stack.services["serving-0"].health()["ok"]
+
+
+def test_a_model_worse_on_validation_is_not_promoted(broker, redis_url, namespace, tmp_path):
+    settings = live_settings(
+        broker, redis_url, namespace, tmp_path, retrain_every_samples=100, retrain_every_seconds=600
+    )
+    topics = Topics(namespace)
+    with EmbeddedStack(settings, tmp_path / "stack", services=("trainer",)) as stack:
+        stack.wait_healthy(timeout=300)
+        registry = connect.registry(stack.settings)
+        assert registry.current().version == "v0001"
+        splits = load_splits(settings)
+        labels = list(splits.labels)
+        # Poison: real traffic texts, each with the wrong label (the next class in the taxonomy).
+        producer = connect.producer(stack.settings)
+        for e in splits.traffic[:150]:
+            wrong = labels[(labels.index(e.label) + 1) % len(labels)]
+            sample = Sample.of(e.text, wrong, "injected")
+            producer.send(topics.samples, key=sample.key.encode(), value=sample.to_bytes())
+        producer.flush()
+        deadline = time.monotonic() + 300
+        while not registry.decisions() or registry.decisions()[0].get("promoted", True):
+            assert time.monotonic() < deadline, "no rejected candidate recorded"
+            time.sleep(1)
+        decision = registry.decisions()[0]
+        assert "macro_f1" in decision["reason"] and decision["candidate"] < decision["current"]
+        assert decision["samples"] == 150
+        assert registry.current().version == "v0001" and [r.version for r in registry.versions()] == ["v0001"]
+        port = stack.services["trainer"].metrics_port
+        assert metric(port, "pgkd_trainer_rejections_total", reason="metric") == 1
+
+
+def test_malformed_requests_are_dead_lettered_and_serving_goes_on(broker, redis_url, namespace, tmp_path):
+    settings = live_settings(broker, redis_url, namespace, tmp_path)
+    topics = Topics(namespace)
+    bad = {
+        b"{not json": "bad_json",
+        b"\xff\xfe\xfa": "not_utf8",
+        b'{"id": "m1"}': "schema",
+        b'{"id": "m2", "text": ["a list"]}': "schema",
+        b'{"id": "m3", "text": "   "}': "schema",
+        b'{"id": "m4", "text": "' + b"x" * (MAX_RECORD_BYTES + 10) + b'"}': "oversized",
+    }
+    with EmbeddedStack(settings, tmp_path / "stack", services=("trainer", "serving")) as stack:
+        stack.wait_healthy(timeout=300)
+        producer = connect.producer(stack.settings, max_request_size=2 * MAX_RECORD_BYTES)
+        ids = []
+        for i, raw in enumerate(bad):
+            producer.send(topics.requests, key=f"bad-{i}".encode(), value=raw)
+            request = Request(id=f"good-{i}", text="Shares in Tesco fell after a profit warning")
+            producer.send(topics.requests, key=request.id.encode(), value=request.to_bytes())
+            ids.append(request.id)
+        producer.flush()
+        records = TopicReader(stack.settings, topics.predictions).until(
+            lambda rs: set(ids) <= set(answered(rs)), timeout=120, what="the valid requests answered"
+        )
+        assert len(answered(records)) == len(ids)
+        dead = [
+            decode(DeadLetter, r.value)
+            for r in TopicReader(stack.settings, topics.dead_letter).until(
+                lambda rs: len(rs) >= len(bad), timeout=60, what="one dead letter per bad record"
+            )
+        ]
+        assert sorted(d.reason for d in dead) == sorted(bad.values())
+        for d in dead:
+            assert d.original() in bad and bad[d.original()] == d.reason
+            assert d.service == "serving" and d.topic == topics.requests and d.offset is not None
+        assert stack.services["serving-0"].alive and stack.services["serving-0"].health()["ok"]

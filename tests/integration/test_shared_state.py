@@ -1,0 +1,164 @@
+"""The Redis-backed shared state against a real Redis: join, sample pool, registry index, shared
+teacher (around the simulated teacher, named so, and around the real local LLM server)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+
+from pgkd.data import Example
+from pgkd.errors import TeacherBudgetExceeded, TeacherRateLimited
+from pgkd.feedback import Fact, FeedbackJoin
+from pgkd.registry import ModelRegistry
+from pgkd.samples import SampleStore, StoredSample
+from pgkd.student import Student
+from pgkd.teacher.openai_compat import OpenAICompatibleTeacher
+from pgkd.teacher.shared import HourlyLimits, SharedTeacher, shared_usage
+from pgkd.teacher.simulated import SimulatedTeacher
+from tests.conftest import TOPICS
+
+LABELS = sorted(TOPICS)
+
+
+def test_join_completes_once_whatever_the_order(redis_client, namespace):
+    join = FeedbackJoin(redis_client, namespace=namespace, ttl=60, max_text_chars=10)
+    facts = [
+        Fact("r1", text="Spurs sign a striker from Rome"),
+        Fact("r1", predicted="business", confidence=0.9, version="v0002"),
+        Fact("r1", gold="sport"),
+    ]
+    for order in itertools.permutations(range(3)):
+        redis_client.delete(f"{namespace}:join:r1")
+        joined = [j for i in order for j in join.apply([facts[i]])]
+        assert len(joined) == 1, order
+        j = joined[0]
+        assert (j.text, j.predicted, j.gold, j.version, j.correct) == (
+            "Spurs sign",
+            "business",
+            "sport",
+            "v0002",
+            False,
+        )
+        assert j.confidence == pytest.approx(0.9)
+    # A replayed prediction after the join does not emit it again; the key expires.
+    assert join.apply([facts[1]]) == []
+    assert 0 < redis_client.ttl(f"{namespace}:join:r1") <= 60
+
+
+def test_concurrent_joiners_emit_each_join_exactly_once(redis_client, namespace):
+    join = FeedbackJoin(redis_client, namespace=namespace, ttl=60)
+    ids = [f"r{i}" for i in range(300)]
+    facts = [
+        f
+        for i in ids
+        for f in (Fact(i, text="t"), Fact(i, predicted="a", confidence=0.5, version="v1"), Fact(i, gold="b"))
+    ]
+    results: list[list[str]] = [[], [], []]
+
+    def work(k: int) -> None:
+        for start in range(0, len(facts), 50):  # every worker writes every fact, as after a replay
+            results[k] += [j.id for j in join.apply(facts[start : start + 50])]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    emitted = [i for r in results for i in r]
+    assert sorted(emitted) == sorted(ids)
+
+
+def test_sample_store_dedups_and_lets_ground_truth_win(redis_client, namespace):
+    store = SampleStore(redis_client, namespace=namespace)
+    teacher = StoredSample("k1", "Spurs sign a striker", "business", "teacher_labelled")
+    assert store.add([teacher, teacher]) == 1 and len(store) == 1
+    assert store.add([StoredSample("k1", "Spurs sign a striker", "sport", "feedback")]) == 0
+    assert store.all()[0].label == "sport"
+    store.add([StoredSample("k1", "Spurs sign a striker", "tech", "teacher_generated")])
+    assert store.all()[0].label == "sport" and store.counts() == {"feedback": 1}
+
+
+def test_registry_index_is_shared_and_rebuilt_from_storage(redis_client, namespace, tmp_path, tiny_encoder):
+    root = tmp_path / "registry"
+    a = ModelRegistry(root, redis=redis_client, namespace=namespace)
+    b = ModelRegistry(root, redis=redis_client, namespace=namespace)
+    first = a.publish(Student.create(LABELS, tiny_encoder))
+    second = b.publish(Student.create(LABELS, tiny_encoder))
+    assert (first.version, second.version) == ("v0001", "v0002")
+    a.set_current("v0002")
+    assert b.current().version == "v0002"
+    a.record_decision({"promoted": False, "reason": "macro_f1 dropped"})
+    assert b.decisions()[0]["reason"] == "macro_f1 dropped"
+    for key in redis_client.scan_iter(f"{namespace}:registry:*"):
+        redis_client.delete(key)  # Redis lost its data
+    assert [r.version for r in b.versions()] == ["v0001", "v0002"] and b.current().version == "v0002"
+    assert a.publish(Student.create(LABELS, tiny_encoder)).version == "v0003"
+
+
+POOL = [
+    Example(f"the {w} news number {i}", label) for label, words in TOPICS.items() for i, w in enumerate(words)
+]
+
+
+def test_shared_teacher_caches_and_shares_one_budget(redis_client, namespace):
+    # SIMULATED teacher: it answers from gold labels; this test is about the sharing, not the answers.
+    replicas = [
+        SharedTeacher(
+            SimulatedTeacher(LABELS, POOL), redis_client, namespace=namespace, limits=HourlyLimits(calls=5)
+        )
+        for _ in range(2)
+    ]
+    texts = [e.text for e in POOL[:3]]
+    first = replicas[0].label(texts)
+    assert [a.label for a in first] == [e.label for e in POOL[:3]]
+    assert replicas[1].label(texts) == first and replicas[1].inner.usage.calls == 0  # served from the cache
+    assert replicas[1].cache_hits["label"] == 3
+    replicas[1].label([POOL[3].text, POOL[4].text])
+    assert shared_usage(redis_client, namespace, "hour")["calls"] == 5
+    with pytest.raises(TeacherBudgetExceeded):
+        replicas[0].label([POOL[5].text])  # the other replica spent the rest of the hour's budget
+    assert replicas[0].remaining()["calls"] == 0
+
+
+def test_shared_rate_limit_says_when_to_retry(redis_client, namespace):
+    now = [1_000_000.0 * 60 + 10]  # 10 s into a minute
+    teacher = SharedTeacher(
+        SimulatedTeacher(LABELS, POOL),
+        redis_client,
+        namespace=namespace,
+        limits=HourlyLimits(calls_per_minute=2),
+        clock=lambda: now[0],
+    )
+    teacher.label([POOL[0].text])
+    teacher.label([POOL[1].text])
+    with pytest.raises(TeacherRateLimited) as info:
+        teacher.label([POOL[2].text])
+    assert info.value.retry_after == pytest.approx(50.0)
+    now[0] += 60
+    assert teacher.label([POOL[2].text])[0].label == POOL[2].label
+
+
+def test_shared_teacher_over_the_real_llm_server(
+    redis_client, namespace, local_teacher_url, local_teacher_model
+):
+    inner = OpenAICompatibleTeacher(
+        ("business", "sport", "tech"), base_url=local_teacher_url, model=local_teacher_model, timeout=300
+    )
+    shared = SharedTeacher(inner, redis_client, namespace=namespace)
+    texts = [
+        "Manchester United beat Arsenal 2-1 in the cup final",
+        "Shares in Tesco fell 5% after a profit warning",
+    ]
+    first = shared.label(texts)
+    spent = shared.spent("total")
+    assert spent["calls"] == 2 and spent["prompt_tokens"] > 0
+    again = SharedTeacher(
+        OpenAICompatibleTeacher(
+            ("business", "sport", "tech"), base_url=local_teacher_url, model=local_teacher_model
+        ),
+        redis_client,
+        namespace=namespace,
+    ).label(texts)
+    assert again == first and shared.spent("total")["calls"] == 2  # a second replica paid nothing

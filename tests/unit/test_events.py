@@ -1,0 +1,130 @@
+"""Event schemas and the decoder every service relies on to dead-letter bad records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.events import (
+    MAX_RECORD_BYTES,
+    MAX_TEXT_CHARS,
+    DeadLetter,
+    EventDecodeError,
+    Feedback,
+    HardEvent,
+    ModelUpdate,
+    Prediction,
+    Request,
+    Sample,
+    decode,
+    sample_key,
+)
+from streams.topics import SPECS, Topics
+
+
+def test_request_round_trip():
+    r = Request(id="r1", text="Shares rose", meta={"source": "test", "n": 3})
+    back = decode(Request, r.to_bytes())
+    assert back == r and back.v == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "bad_json"),
+        (b"", "bad_json"),
+        (None, "bad_json"),
+        (b"\xff\xfe\x00garbage", "not_utf8"),
+        (b'{"id": "r1"}', "schema"),
+        (b'{"id": "r1", "text": 5}', "schema"),
+        (b'{"id": "r1", "text": "   "}', "schema"),
+        (b'{"id": "", "text": "x"}', "schema"),
+        (b"[1, 2, 3]", "schema"),
+        (b'"just a string"', "schema"),
+        (json.dumps({"id": "r1", "text": "x" * (MAX_TEXT_CHARS + 1)}).encode(), "schema"),
+        (b'{"id": "r1", "text": "x", "v": 99}', "unsupported_version"),
+        (b"{" + b'"a":' * 0 + b'"id": "r1", "text": "' + b"x" * MAX_RECORD_BYTES + b'"}', "oversized"),
+    ],
+)
+def test_bad_records_name_their_reason(raw, reason):
+    with pytest.raises(EventDecodeError) as info:
+        decode(Request, raw)
+    assert info.value.reason == reason
+
+
+def test_deeply_nested_json_is_a_clean_error():
+    deep = b'{"id": "r1", "text": "x", "meta": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(EventDecodeError):
+        decode(Request, deep)
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility():
+    r = decode(Request, b'{"id": "r1", "text": "x", "future_field": {"a": 1}}')
+    assert r.text == "x"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2048))
+def test_any_bytes_decode_or_raise_the_decode_error(raw):
+    for kind in (Request, Prediction, Feedback, HardEvent, Sample, ModelUpdate):
+        try:
+            decode(kind, raw)
+        except EventDecodeError as exc:
+            assert exc.reason in ("oversized", "not_utf8", "bad_json", "schema", "unsupported_version")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "text", "ts", "meta", "v", "x"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(),
+            st.text(max_size=50),
+            st.lists(st.integers()),
+        ),
+    )
+)
+def test_any_json_object_decodes_or_raises_the_decode_error(obj):
+    raw = json.dumps(obj).encode()
+    try:
+        request = decode(Request, raw)
+    except EventDecodeError:
+        return
+    assert request.id and request.text.strip()
+
+
+def test_dead_letter_keeps_the_original_bytes():
+    raw = b"\x00\x01 not an event \xff"
+    dead = DeadLetter.of(
+        raw, service="serving", topic="t", reason="not_utf8", error="bad", partition=2, offset=7
+    )
+    back = decode(DeadLetter, dead.to_bytes())
+    assert back.original() == raw and back.partition == 2 and back.offset == 7
+
+
+def test_sample_key_is_the_content_hash_of_normalised_text():
+    assert sample_key("Spurs sign a striker.") == sample_key("  spurs SIGN a striker ")
+    assert sample_key("Spurs sign a striker") != sample_key("Spurs sell a striker")
+    s = Sample.of("Spurs sign a striker", "sports", "feedback", source_ids=["r1"])
+    assert s.key == sample_key(s.text)
+
+
+def test_model_update_requires_a_sha256():
+    with pytest.raises(ValueError):
+        ModelUpdate(version="v0001", uri="/x", sha256="not-a-hash")
+
+
+def test_topics_are_namespaced_and_cover_every_spec():
+    topics = Topics("t1")
+    assert topics.requests == "t1.requests" and topics.model_updates == "t1.model-updates"
+    layout = topics.layout(4)
+    assert len(layout) == len(SPECS)
+    assert layout["t1.model-updates"] == 1 and layout["t1.requests"] == 4
+    with pytest.raises(KeyError):
+        topics.name("nope")

@@ -1,0 +1,57 @@
+"""The registry on a local folder and on an fsspec URI (no Redis: the storage-only mode)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from pgkd.errors import ModelError
+from pgkd.registry import ModelRegistry, fetch_model
+from pgkd.student import WEIGHTS_FILE, Student
+from tests.conftest import TOPICS
+
+LABELS = sorted(TOPICS)
+
+
+@pytest.fixture(params=["folder", "memory"])
+def registry(request, tmp_path):
+    root = tmp_path / "registry" if request.param == "folder" else f"memory://reg-{uuid.uuid4().hex}"
+    return ModelRegistry(root, cache_dir=tmp_path / "cache")
+
+
+def test_publish_versions_current_and_load(registry, tiny_encoder):
+    student = Student.create(LABELS, tiny_encoder)
+    first = registry.publish(
+        student, metrics={"validation": {"macro_f1": 0.5}}, note="seed", guidance={"x": 1}
+    )
+    assert first.version == "v0001" and registry.current() is None
+    registry.set_current(first.version)
+    second = registry.publish(student.clone(), metrics={"validation": {"macro_f1": 0.6}}, train_size=10)
+    assert second.version == "v0002" and second.parent_version == "v0001"
+    assert [r.version for r in registry.versions()] == ["v0001", "v0002"]
+    assert registry.current().version == "v0001"
+    assert registry.get("v0002").metric("macro_f1") == 0.6
+    assert registry.guidance("v0001") == {"x": 1} and registry.guidance("v0002") is None
+    loaded = registry.load("v0002")
+    assert loaded.labels == student.labels
+    texts = ["the match and the goal", "shares and profit"]
+    assert loaded.predict(texts).labels == student.predict(texts).labels
+
+
+def test_unknown_version_is_an_error(registry):
+    with pytest.raises(ModelError, match="no model version"):
+        registry.set_current("v0042")
+
+
+def test_fetch_refuses_a_checksum_mismatch(tmp_path, tiny_encoder):
+    registry = ModelRegistry(tmp_path / "registry")
+    record = registry.publish(Student.create(LABELS, tiny_encoder))
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        fetch_model(record.uri, "0" * 64, tmp_path / "cache")
+    weights = tmp_path / "registry" / record.version / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        fetch_model(record.uri, record.sha256, tmp_path / "cache")
