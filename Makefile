@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pgkd-installed
 
-.PHONY: setup demo test unit integration lint bench clean
+.PHONY: setup demo distill test unit integration lint bench clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -11,8 +11,12 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 setup: $(STAMP)
 
-# Distil the embedded local LLM teacher into the student on BBC News, all on this machine.
+# The live system end to end on BBC News: broker, Redis, LLM teacher and the services, all local.
 demo: $(STAMP)
+	$(VENV)/bin/pgkd demo
+
+# The offline loop (the paper's Algorithm 1): distil the local LLM teacher into the student.
+distill: $(STAMP)
 	$(VENV)/bin/pgkd distill --dataset bbc --teacher local
 
 test: $(STAMP)
@@ -25,9 +29,9 @@ integration: $(STAMP)
 	$(PY) -m pytest tests/integration
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pgkd tests benchmarks
-	$(VENV)/bin/ruff format --check pgkd tests benchmarks
-	$(VENV)/bin/mypy pgkd
+	$(VENV)/bin/ruff check pgkd streams consumers producers tests benchmarks
+	$(VENV)/bin/ruff format --check pgkd streams consumers producers tests benchmarks
+	$(VENV)/bin/mypy pgkd streams consumers producers
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -22,6 +22,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from pgkd.registry import ModelRegistry
+from streams import faust_transport
 from streams.settings import StreamSettings
 from streams.topics import Topics
 
@@ -90,7 +91,9 @@ def faust_app(settings: StreamSettings, service: str, datadir: Path | None = Non
         )
     elif protocol == "SSL":
         credentials = faust.SSLCredentials(context)
-    servers = ";".join(f"kafka://{s}" for s in bootstrap(settings).split(","))
+    faust_transport.register()
+    faust_transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    servers = ";".join(f"{faust_transport.SCHEME}://{s}" for s in bootstrap(settings).split(","))
     return faust.App(
         f"{settings.namespace}-{service}",
         broker=servers,

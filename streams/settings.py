@@ -27,6 +27,9 @@ class StreamSettings(Settings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: str | None = None
+    kafka_fetch_max_wait_ms: int = Field(
+        50, ge=1, le=5000, description="how long an empty fetch may wait (stream services)"
+    )
     kafka_session_timeout: float = Field(
         10.0, gt=0, description="seconds before a dead consumer's partitions move"
     )

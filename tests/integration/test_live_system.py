@@ -20,6 +20,7 @@ from kafka import TopicPartition
 
 from consumers.trainer import rollback
 from pgkd.runner import load_splits
+from producers.client import classify
 from producers.replay import Replayer, ReplayReport
 from streams import connect
 from streams.events import (
@@ -283,7 +284,9 @@ def test_a_model_worse_on_validation_is_not_promoted(broker, redis_url, namespac
         assert metric(port, "pgkd_trainer_rejections_total", reason="metric") == 1
 
 
-def test_malformed_requests_are_dead_lettered_and_serving_goes_on(broker, redis_url, namespace, tmp_path):
+def test_malformed_requests_are_dead_lettered_and_two_workers_go_on_serving(
+    broker, redis_url, namespace, tmp_path
+):
     settings = live_settings(broker, redis_url, namespace, tmp_path)
     topics = Topics(namespace)
     bad = {
@@ -294,20 +297,24 @@ def test_malformed_requests_are_dead_lettered_and_serving_goes_on(broker, redis_
         b'{"id": "m3", "text": "   "}': "schema",
         b'{"id": "m4", "text": "' + b"x" * (MAX_RECORD_BYTES + 10) + b'"}': "oversized",
     }
-    with EmbeddedStack(settings, tmp_path / "stack", services=("trainer", "serving")) as stack:
+    services = ("trainer", "serving")
+    with EmbeddedStack(settings, tmp_path / "stack", services=services, serving_workers=2) as stack:
         stack.wait_healthy(timeout=300)
         producer = connect.producer(stack.settings, max_request_size=2 * MAX_RECORD_BYTES)
+        texts = [e.text for e in load_splits(settings).traffic[:200]]
         ids = []
-        for i, raw in enumerate(bad):
-            producer.send(topics.requests, key=f"bad-{i}".encode(), value=raw)
-            request = Request(id=f"good-{i}", text="Shares in Tesco fell after a profit warning")
+        for i, text in enumerate(texts):
+            if i < len(bad):
+                producer.send(topics.requests, key=f"bad-{i}".encode(), value=list(bad)[i])
+            request = Request(id=f"good-{i}", text=text)
             producer.send(topics.requests, key=request.id.encode(), value=request.to_bytes())
             ids.append(request.id)
         producer.flush()
         records = TopicReader(stack.settings, topics.predictions).until(
-            lambda rs: set(ids) <= set(answered(rs)), timeout=120, what="the valid requests answered"
+            lambda rs: set(ids) <= set(answered(rs)), timeout=180, what="the valid requests answered"
         )
-        assert len(answered(records)) == len(ids)
+        by_id = answered(records)
+        assert set(by_id) == set(ids) and all(len(v) == 1 for v in by_id.values())
         dead = [
             decode(DeadLetter, r.value)
             for r in TopicReader(stack.settings, topics.dead_letter).until(
@@ -318,4 +325,11 @@ def test_malformed_requests_are_dead_lettered_and_serving_goes_on(broker, redis_
         for d in dead:
             assert d.original() in bad and bad[d.original()] == d.reason
             assert d.service == "serving" and d.topic == topics.requests and d.offset is not None
-        assert stack.services["serving-0"].alive and stack.services["serving-0"].health()["ok"]
+        # Both workers of the group took partitions and served; both are still healthy.
+        workers = [stack.services["serving-0"], stack.services["serving-1"]]
+        served = [metric(w.metrics_port, "pgkd_serving_predictions_total") for w in workers]
+        assert sum(served) == len(ids) and min(served) > 0
+        assert all(w.alive and w.health()["ok"] for w in workers)
+        # The one-shot client of a running system.
+        prediction = classify(stack.settings, "Manchester United beat Arsenal in the cup final", timeout=60)
+        assert prediction.label in load_splits(settings).labels and prediction.model_version == "v0001"
