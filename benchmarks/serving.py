@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=600)
     parser.add_argument("--chars", type=int, nargs="+", default=[2000, 200])
     parser.add_argument("--seconds", type=float, default=40.0)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/serving.json"))
     args = parser.parse_args()
     rows = [bench_length(chars, args.n, args.seconds, args.batch) for chars in args.chars]

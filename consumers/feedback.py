@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import redis
 
@@ -28,6 +28,7 @@ from streams.settings import StreamSettings
 from streams.topics import Topics
 
 SERVICE = "feedback"
+T = TypeVar("T")
 log = logging.getLogger("pgkd.feedback")
 
 
@@ -59,13 +60,14 @@ def misclassified_event(joined: Joined) -> HardEvent:
 
 class Joiner:
     def __init__(
-        self, settings: StreamSettings, join: FeedbackJoin, labels: Sequence[str], send: Any
+        self, settings: StreamSettings, join: FeedbackJoin, labels: Sequence[str], send: runtime.Send
     ) -> None:
         self.topics = Topics(settings.namespace)
         self.join, self.send = join, send
         self.labels = frozenset(labels)
         self.quality = LiveQuality(settings.quality_window)
         self.redis_ok = True
+        self.accuracy: float | None = None  # a snapshot for /healthz, which runs on another thread
 
     async def handle(self, events: Sequence[Any]) -> None:
         facts, pending = [], []
@@ -73,12 +75,12 @@ class Joiner:
             try:
                 facts.append(to_fact(self.topics, event.message.topic, event.value, self.labels))
             except EventDecodeError as exc:
-                dead = runtime.dead_letter_event(event, exc, SERVICE)
+                dead = runtime.dead_letter_event(event, exc.reason, exc.detail, SERVICE)
                 pending.append(await self.send(self.topics.dead_letter, *dead))
             else:
                 if event.message.topic == self.topics.feedback:
                     metrics.FEEDBACK.inc()
-        joined = await self._apply(facts)
+        joined = await self._redis(self.join.apply, facts)
         for j in joined:
             self.quality.record(j.gold, j.predicted)
             if not j.correct:
@@ -86,34 +88,36 @@ class Joiner:
                 pending.append(
                     await self.send(self.topics.hard, j.id.encode(), misclassified_event(j).to_bytes())
                 )
+        await asyncio.gather(*pending)
+        # Only now that the hard events are delivered are the joins done for good; if this process
+        # dies before, the replayed facts emit them again once the claim's lease is over.
+        await self._redis(self.join.confirm, [j.id for j in joined])
         if joined:
             metrics.JOINED.inc(len(joined))
-            accuracy = self.quality.accuracy()
-            if accuracy is not None:
-                metrics.LIVE_ACCURACY.set(accuracy)
+            self.accuracy = self.quality.accuracy()
+            if self.accuracy is not None:
+                metrics.LIVE_ACCURACY.set(self.accuracy)
             for label, recall in self.quality.recall().items():
                 metrics.LIVE_RECALL.labels(label=label).set(recall)
-        await asyncio.gather(*pending)
 
-    async def _apply(self, facts: list[Fact]) -> list[Joined]:
+    async def _redis(self, call: Callable[[Sequence[Any]], T], items: Sequence[Any]) -> T:
+        """``call(items)`` on a worker thread, retried until Redis answers: without Redis there is
+        no join, so the batch is held (unacknowledged) until it is back."""
         delay = 0.5
         while True:
             try:
-                joined = await asyncio.to_thread(self.join.apply, facts)
+                result = await asyncio.to_thread(call, items)
             except redis.RedisError as exc:
-                # Without Redis there is no join: hold this batch (unacked) until it is back.
                 if self.redis_ok:
                     log.error("Redis unavailable, holding the batch: %s", exc)
                 self.redis_ok = False
-                metrics.UP.labels(service=SERVICE).set(0)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
             if not self.redis_ok:
                 log.info("Redis is back")
             self.redis_ok = True
-            metrics.UP.labels(service=SERVICE).set(1)
-            return joined
+            return result
 
 
 def build(settings: StreamSettings) -> tuple[Any, Joiner]:
@@ -126,19 +130,18 @@ def build(settings: StreamSettings) -> tuple[Any, Joiner]:
         max_text_chars=settings.join_max_text_chars,
     )
     labels = load_splits(settings).labels
-    out_topics = {name: app.topic(name) for name in (topics.hard, topics.dead_letter)}
-
-    async def send(topic: str, key: bytes, value: bytes) -> Any:
-        return await out_topics[topic].send(key=key, value=value)
-
+    send = runtime.faust_sender(app, topics.hard, topics.dead_letter)
     joiner = Joiner(settings, join, labels, send)
     source = app.topic(topics.requests, topics.predictions, topics.feedback)
 
     @app.agent(source, name=f"{settings.namespace}-join")
     async def join_feedback(stream: Any) -> None:
         async for events in stream.take_events(256, within=0.2):
-            await joiner.handle(events)
+            await runtime.process_batch(
+                events, joiner.handle, service=SERVICE, send=send, dead_letter_topic=topics.dead_letter
+            )
 
+    runtime.track_lag(app, SERVICE)
     return app, joiner
 
 
@@ -149,9 +152,9 @@ def main() -> None:
     app, joiner = build(settings)
 
     def health() -> tuple[bool, dict[str, object]]:
-        return joiner.redis_ok, {"redis": joiner.redis_ok, "live_accuracy": joiner.quality.accuracy()}
+        return joiner.redis_ok, {"redis": joiner.redis_ok, "live_accuracy": joiner.accuracy}
 
-    runtime.start_metrics(settings, SERVICE, health)
+    runtime.start_metrics(settings, SERVICE, health, labels=sorted(joiner.labels))
     runtime.run_faust(app)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -95,6 +96,7 @@ class Miner:
         self._counted: dict[str, float] = {}
         self.generations = 0
         self.busy = False  # a teacher job is running
+        self.snapshot: dict[str, object] = {}  # for /healthz, which runs on another thread
 
     # -- events in --------------------------------------------------------------------------------
 
@@ -120,36 +122,43 @@ class Miner:
                 ]
             return []
         if event.reason == "low_confidence":
+            if len(self.to_label) == self.to_label.maxlen:
+                metrics.HARD_DROPPED.labels(reason="label_queue_full").inc()  # the oldest one goes
             self.to_label.append(event)
         return []
 
     # -- teacher work -----------------------------------------------------------------------------
 
-    def next_job(self) -> Job | None:
-        """The next thing to ask the teacher (generation first, when due), or None."""
+    def current_model(self) -> tuple[str, Guidance] | None:
+        """The current version and its guidance (Redis and storage: call it off the event loop)."""
+        record = self.registry.current()
+        guidance = self.guidance(record.version) if record else None
+        return (record.version, guidance) if record and guidance else None
+
+    def next_job(self, model: tuple[str, Guidance] | None) -> Job | None:
+        """The next thing to ask the teacher (generation first, when the window is ready and a
+        current ``model`` is known), or None."""
         if self.backoff.waiting:
             return None
-        if self.window.ready():
-            record = self.registry.current()
-            guidance = self.guidance(record.version) if record else None
-            if guidance is not None and record is not None:
-                hard, ids = self.window.take()
-                plan = plan_generation(
-                    guidance,
-                    hard,
-                    n=self.settings.samples_per_step,
-                    examples=self.settings.prompt_examples,
-                    classes=self.settings.target_classes,
-                    seed=self.settings.seed + self.generations,
-                    source_ids=ids,
-                )
-                self.generations += 1
+        if self.window.ready() and model is not None:
+            version, guidance = model
+            hard, ids = self.window.take()
+            plan = plan_generation(
+                guidance,
+                hard,
+                n=self.settings.samples_per_step,
+                examples=self.settings.prompt_examples,
+                classes=self.settings.target_classes,
+                seed=self.settings.seed + self.generations,
+                source_ids=ids,
+            )
+            self.generations += 1
 
-                def undo() -> None:
-                    for example, event_id in zip(hard, ids, strict=True):
-                        self.window.add(example, event_id)
+            def undo() -> None:
+                for example, event_id in zip(hard, ids, strict=True):
+                    self.window.add(example, event_id)
 
-                return Job("generate", lambda: self.generate(plan, record.version), undo)
+            return Job("generate", lambda: self.generate(plan, version), undo)
         if self.to_label:
             batch = [
                 self.to_label.popleft() for _ in range(min(self.settings.label_batch, len(self.to_label)))
@@ -218,6 +227,14 @@ class Miner:
             self._guidance = {version: Guidance.from_dict(stored)}  # only the current one is needed
         return self._guidance[version]
 
+    def status(self) -> dict[str, object]:
+        return {
+            "teacher_failures": self.backoff.failures,
+            "to_label": len(self.to_label),
+            "hard_window": len(self.window),
+            "busy": self.busy,
+        }
+
     def run_job(self, job: Job) -> list[Sample] | None:
         """Run ``job`` (blocking, on a worker thread); None if the teacher failed, after which the
         miner backs off and the caller puts the job's work back (:attr:`Job.undo`)."""
@@ -234,12 +251,12 @@ class Miner:
             return None
         finally:
             metrics.TEACHER_SECONDS.labels(operation=job.kind).observe(time.perf_counter() - started)
-            self._count_usage()
+            self.count_usage()
         self.backoff.succeeded()
         metrics.TEACHER_CALLS.labels(operation=job.kind, outcome="ok").inc()
         return samples
 
-    def _count_usage(self) -> None:
+    def count_usage(self) -> None:
         usage, hits = self.teacher.usage, self.teacher.cache_hits
         now = {
             "prompt": usage.prompt_tokens,
@@ -257,8 +274,7 @@ class Miner:
                 metrics.TEACHER_CACHE_HITS.labels(operation=key[5:]).inc(n)
         try:
             for resource, left in self.teacher.remaining().items():
-                if left is not None:
-                    metrics.BUDGET_REMAINING.labels(resource=resource).set(left)
+                metrics.BUDGET_REMAINING.labels(resource=resource).set(math.inf if left is None else left)
         except redis.RedisError:
             pass  # the gauges catch up on the next job
 
@@ -283,45 +299,62 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
         cache_ttl=settings.teacher_cache_ttl,
     )
     miner = Miner(settings, shared, connect.registry(settings, redis), splits)
-    out = {name: app.topic(name) for name in (topics.samples, topics.dead_letter)}
+    send = runtime.faust_sender(app, topics.samples, topics.dead_letter)
 
     async def publish(samples: Sequence[Sample]) -> None:
-        futures = [await out[topics.samples].send(key=s.key.encode(), value=s.to_bytes()) for s in samples]
+        futures = [await send(topics.samples, s.key.encode(), s.to_bytes()) for s in samples]
         await asyncio.gather(*futures)
         for s in samples:
             metrics.SAMPLES.labels(source=s.source).inc()
 
+    async def accept(events: Sequence[Any]) -> None:
+        samples, pending = [], []
+        for event in events:
+            try:
+                samples += miner.accept(decode(HardEvent, event.value))
+            except EventDecodeError as exc:
+                dead = runtime.dead_letter_event(event, exc.reason, exc.detail, SERVICE)
+                pending.append(await send(topics.dead_letter, *dead))
+        await publish(samples)
+        await asyncio.gather(*pending)
+
     @app.agent(app.topic(topics.hard), name=f"{settings.namespace}-mine")
     async def mine(stream: Any) -> None:
         async for events in stream.take_events(64, within=0.5):
-            samples, pending = [], []
-            for event in events:
-                try:
-                    samples += miner.accept(decode(HardEvent, event.value))
-                except EventDecodeError as exc:
-                    key, value = runtime.dead_letter_event(event, exc, SERVICE)
-                    pending.append(await out[topics.dead_letter].send(key=key, value=value))
-            await publish(samples)
-            await asyncio.gather(*pending)
+            await runtime.process_batch(
+                events, accept, service=SERVICE, send=send, dead_letter_topic=topics.dead_letter
+            )
 
     @app.task
     async def teach() -> None:
         # One job at a time: a CPU teacher is the scarce resource, and order keeps backoff simple.
+        # Nothing may escape this loop: an exception in an app task stops the whole service.
         while True:
-            job = miner.next_job()
-            if job is None:
-                await asyncio.sleep(0.5)
-                continue
-            miner.busy = True
+            miner.snapshot = miner.status()
+            job = None
             try:
+                model = await asyncio.to_thread(miner.current_model) if miner.window.ready() else None
+                job = miner.next_job(model)
+                if job is None:
+                    await asyncio.sleep(0.5)
+                    continue
+                miner.busy = True
                 samples = await asyncio.to_thread(miner.run_job, job)
-            finally:
                 miner.busy = False
-            if samples is None:
-                job.undo()
-            else:
-                await publish(samples)
+                if samples is None:
+                    job.undo()
+                else:
+                    await publish(samples)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                miner.busy = False
+                if job is not None:
+                    job.undo()
+                delay = miner.backoff.failed()
+                log.exception("teacher job failed (%r); backing off %.0f s", exc, delay)
 
+    runtime.track_lag(app, SERVICE)
     return app, miner
 
 
@@ -333,14 +366,10 @@ def main() -> None:
         app, miner = build(settings, stack)
 
         def health() -> tuple[bool, dict[str, object]]:
-            return miner.backoff.failures < 5, {
-                "teacher_failures": miner.backoff.failures,
-                "to_label": len(miner.to_label),
-                "hard_window": len(miner.window),
-                "busy": miner.busy,
-            }
+            return miner.backoff.failures < 5, dict(miner.snapshot)
 
-        runtime.start_metrics(settings, SERVICE, health)
+        runtime.start_metrics(settings, SERVICE, health, labels=miner.teacher.labels)
+        miner.count_usage()
         runtime.run_faust(app)
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiokafka.errors
+import redis
+
 from streams import metrics
-from streams.events import DeadLetter, EventDecodeError
+from streams.events import DeadLetter
 from streams.settings import StreamSettings
 
 log = logging.getLogger("pgkd.services")
@@ -34,12 +39,17 @@ def setup_logging(service: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
-def start_metrics(settings: StreamSettings, service: str, health: metrics.Health) -> int | None:
+def start_metrics(
+    settings: StreamSettings, service: str, health: metrics.Health, labels: Sequence[str] = ()
+) -> int | None:
     """Serve /metrics and /healthz if a port is configured; returns the bound port."""
+    metrics.initialise(service, labels)
     if settings.metrics_port is None:
         return None
-    _, port = metrics.serve_metrics(settings.metrics_port, health)
-    log.info("%s metrics on http://0.0.0.0:%d/metrics", service, port)
+    _, port = metrics.serve_metrics(
+        settings.metrics_port, health, service=service, host=settings.metrics_host
+    )
+    log.info("%s metrics on http://%s:%d/metrics", service, settings.metrics_host, port)
     return port
 
 
@@ -68,19 +78,134 @@ def dead_letter(
     return record.to_bytes()
 
 
-def dead_letter_event(event: Any, exc: EventDecodeError, service: str) -> tuple[bytes, bytes]:
-    """Key and value of the dead letter for a faust ``event`` that failed to decode."""
-    message = event.message
-    value = dead_letter(
-        event.value,
+def dead_letter_event(event: Any, reason: str, error: str, service: str) -> tuple[bytes, bytes]:
+    """Key and value of the dead letter for a faust ``event`` that could not be processed."""
+    return event.message.topic.encode(), dead_letter_at(event.message, event.value, reason, error, service)
+
+
+def dead_letter_at(position: Any, value: bytes | None, reason: str, error: str, service: str) -> bytes:
+    """The dead letter for ``value`` read at ``position`` (anything with ``topic``, ``partition``
+    and ``offset``: a faust message, a kafka-python record)."""
+    return dead_letter(
+        value,
         service=service,
-        topic=message.topic,
-        reason=exc.reason,
-        error=exc.detail,
-        partition=message.partition,
-        offset=message.offset,
+        topic=position.topic,
+        reason=reason,
+        error=error,
+        partition=position.partition,
+        offset=position.offset,
     )
-    return message.topic.encode(), value
+
+
+Send = Callable[[str, bytes, bytes], Awaitable[Any]]
+
+
+def faust_sender(app: Any, *topics: str) -> Send:
+    """``send(topic, key, value)`` for the faust ``app``'s output topics; await what it returns
+    to wait for the broker's acknowledgement."""
+    out = {name: app.topic(name) for name in topics}
+
+    async def send(topic: str, key: bytes, value: bytes) -> Any:
+        return await out[topic].send(key=key, value=value)
+
+    return send
+
+
+# Failures that go away by themselves (the broker or Redis is restarting): retry the batch forever,
+# since its events are still safe in Kafka, unacknowledged.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    aiokafka.errors.KafkaError,
+    redis.RedisError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+async def process_batch(
+    events: Sequence[Any],
+    handle: Callable[[Sequence[Any]], Awaitable[None]],
+    *,
+    service: str,
+    send: Send,
+    dead_letter_topic: str,
+    attempts: int = 3,
+    base_delay: float = 0.5,
+) -> None:
+    """Run ``handle`` on a batch until it succeeds; it must never raise into a faust ``take_events``
+    loop, which would acknowledge (and so lose) the batch. Transient failures are retried with
+    backoff for as long as they last; any other failure ``attempts`` times, after which every event
+    of the batch is dead-lettered with the error (its original bytes kept for a replay)."""
+    failures = 0
+    while True:
+        try:
+            await handle(events)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            delay = min(30.0, base_delay * 2 ** min(failures, 6))
+            if isinstance(exc, TRANSIENT) or failures < attempts:
+                log.warning(
+                    "%s: batch of %d failed (%r); retry %d in %.1f s",
+                    service,
+                    len(events),
+                    exc,
+                    failures,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            log.exception(
+                "%s: batch of %d failed %d times; dead-lettering it", service, len(events), failures
+            )
+            error = f"{type(exc).__name__}: {exc}"
+            try:
+                pending = [
+                    await send(dead_letter_topic, *dead_letter_event(e, "processing_error", error, service))
+                    for e in events
+                ]
+                await asyncio.gather(*pending)
+                return
+            except Exception:  # the dead-letter topic is unreachable too: keep trying
+                await asyncio.sleep(delay)
+
+
+class LagGauge:
+    """``pgkd_consumer_lag`` of one service: the latest lag of each assigned partition, and no
+    series for a partition this process no longer owns (so sums stay right after a rebalance)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._shown: set[tuple[str, str]] = set()
+
+    def update(self, lags: dict[tuple[str, int], int]) -> None:
+        now = {(topic, str(partition)) for topic, partition in lags}
+        for gone_topic, gone_partition in self._shown - now:
+            metrics.CONSUMER_LAG.remove(self.service, gone_topic, gone_partition)
+        for (topic, number), lag in lags.items():
+            metrics.CONSUMER_LAG.labels(service=self.service, topic=topic, partition=str(number)).set(
+                max(0, lag)
+            )
+        self._shown = now
+
+
+def track_lag(app: Any, service: str, every: float = 5.0) -> None:
+    """Export the consumer lag of a faust app's partitions every ``every`` seconds."""
+    gauge = LagGauge(service)
+
+    @app.timer(every)
+    async def consumer_lag() -> None:
+        consumer = app.consumer
+        lags = {}
+        for tp in consumer.assignment():
+            try:
+                position, high = await consumer.position(tp), consumer.highwater(tp)
+            except Exception:  # partition moving in a rebalance: next tick
+                continue
+            if position is not None and high is not None:
+                lags[(tp.topic, tp.partition)] = high - position
+        gauge.update(lags)
 
 
 def run_faust(app: Any) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -28,7 +29,6 @@ from typing import Any
 from kafka import TopicPartition
 
 from consumers import runtime
-from pgkd.errors import ModelError
 from pgkd.mining import uncertainty
 from pgkd.serving import LoadedModel, ModelSlot
 from pgkd.student import Predictions
@@ -52,6 +52,14 @@ class Routing:
     rule: str = "confidence"
     include_probs: bool = False
     hard_text_chars: int = 2000
+
+
+MAX_LATENCY = 24 * 3600.0
+
+
+def latency_seconds(request: Request, now: float) -> float:
+    """Request sent to now; the producer's clock is not trusted beyond [0, a day]."""
+    return min(MAX_LATENCY, max(0.0, now - request.ts))
 
 
 def respond(
@@ -80,7 +88,7 @@ def respond(
             label=predictions.labels[i],
             confidence=confidence,
             model_version=model.version,
-            latency_ms=max(0.0, (now - request.ts) * 1000),
+            latency_ms=latency_seconds(request, now) * 1000,
             inference_ms=inference_ms,
             batch_size=len(requests),
             probs=probs,
@@ -102,7 +110,9 @@ def respond(
 class UpdateWatcher(threading.Thread):
     """Tails ``model-updates`` (every record, no consumer group) and stages each newest version.
 
-    At start it reads the topic from the beginning, so a new worker serves the current model.
+    At start it reads the whole topic to its end offset and stages only the last update, so a new
+    worker serves the current model and never an older one first. A version that fails to load is
+    refused once (and remembered), not retried on every poll.
     """
 
     def __init__(self, settings: StreamSettings, slot: ModelSlot) -> None:
@@ -110,7 +120,7 @@ class UpdateWatcher(threading.Thread):
         self.settings, self.slot = settings, slot
         self.topic = Topics(settings.namespace).model_updates
         self.stopping = threading.Event()
-        self.failures = 0
+        self.refused: dict[tuple[str, str], str] = {}  # (version, sha256) -> why
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -121,30 +131,34 @@ class UpdateWatcher(threading.Thread):
                 self.stopping.wait(2.0)
 
     def _tail(self) -> None:
-        consumer = connect.consumer(self.settings, group=None, consumer_timeout_ms=1000)
+        consumer = connect.consumer(self.settings, group=None)
         try:
             tp = TopicPartition(self.topic, 0)
             consumer.assign([tp])
             consumer.seek_to_beginning(tp)
+            self._stage_newest(connect.read_to_end(consumer, tp))
             while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=1000)
-                updates = []
-                for records in batch.values():
-                    for record in records:
-                        try:
-                            updates.append(decode(ModelUpdate, record.value))
-                        except EventDecodeError as exc:
-                            log.error("ignoring bad model update at offset %s: %s", record.offset, exc)
-                if updates:
-                    self._stage(updates[-1])  # only the newest of a burst matters
+                self._stage_newest([r for rs in consumer.poll(timeout_ms=1000).values() for r in rs])
         finally:
             consumer.close()
 
+    def _stage_newest(self, records: Sequence[Any]) -> None:
+        updates = []
+        for record in records:
+            try:
+                updates.append(decode(ModelUpdate, record.value))
+            except EventDecodeError as exc:
+                log.error("ignoring bad model update at offset %s: %s", record.offset, exc)
+        if updates:
+            self._stage(updates[-1])  # only the newest of a burst matters
+
     def _stage(self, update: ModelUpdate) -> None:
+        if (update.version, update.sha256) in self.refused:
+            return
         try:
             loaded = self.slot.stage(update.version, update.uri, update.sha256)
-        except ModelError as exc:  # corrupt or missing artifact: keep serving the current model
-            self.failures += 1
+        except Exception as exc:  # corrupt, missing or unloadable: keep serving the current model
+            self.refused[(update.version, update.sha256)] = f"{type(exc).__name__}: {exc}"
             metrics.SWAPS.labels(result="refused").inc()
             log.error("refusing model %s: %s", update.version, exc)
             return
@@ -156,7 +170,7 @@ class UpdateWatcher(threading.Thread):
 class Server:
     """Classifies batches of raw request records and sends what :func:`respond` returns."""
 
-    def __init__(self, settings: StreamSettings, slot: ModelSlot, send: Any) -> None:
+    def __init__(self, settings: StreamSettings, slot: ModelSlot, send: runtime.Send) -> None:
         self.settings, self.slot, self.send = settings, slot, send
         self.topics = Topics(settings.namespace)
         self.routing = Routing(
@@ -167,22 +181,23 @@ class Server:
             hard_text_chars=settings.join_max_text_chars,
         )
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self.served = 0
+        self.serving: str | None = None  # the version the metrics say is served
 
     async def handle(self, events: Sequence[Any]) -> None:
-        swapped = self.slot.swap()
-        if swapped is not None:
+        if self.slot.swap() is not None:
             metrics.SWAPS.labels(result="swapped").inc()
-            metrics.set_model(swapped.version)
-            log.info("now serving %s", swapped.version)
         model = self.slot.current
         assert model is not None, "the agent waits for a first model"
+        if model.version != self.serving:
+            metrics.set_model(model.version)
+            log.info("now serving %s", model.version)
+            self.serving = model.version
         requests, pending = [], []
         for event in events:
             try:
                 requests.append(decode(Request, event.value))
             except EventDecodeError as exc:
-                dead = runtime.dead_letter_event(event, exc, SERVICE)
+                dead = runtime.dead_letter_event(event, exc.reason, exc.detail, SERVICE)
                 pending.append(await self.send(self.topics.dead_letter, *dead))
         metrics.REQUESTS.inc(len(events))
         if requests:
@@ -192,21 +207,20 @@ class Server:
                 self.executor, self.slot.classify, model, [r.text for r in requests]
             )
             inference = time.perf_counter() - started
-            metrics.INFERENCE_SECONDS.observe(inference)
-            metrics.BATCH_SIZE.observe(len(requests))
             now = time.time()
             outgoing = respond(
                 requests, model, verdicts, self.routing, inference_ms=inference * 1000, now=now
             )
             for topic, key, value in outgoing:
                 pending.append(await self.send(topic, key, value))
+            metrics.INFERENCE_SECONDS.observe(inference)
+            metrics.BATCH_SIZE.observe(len(requests))
             metrics.LOW_CONFIDENCE.inc(sum(1 for topic, _, _ in outgoing if topic == self.topics.hard))
             for request, confidence in zip(requests, verdicts.confidence, strict=True):
                 metrics.CONFIDENCE.observe(float(confidence))
-                metrics.LATENCY_SECONDS.observe(max(0.0, now - request.ts))
+                metrics.LATENCY_SECONDS.observe(latency_seconds(request, now))
         # Delivered before the agent takes the next batch, which is when faust acks this one.
         await asyncio.gather(*pending)
-        self.served += len(requests)
         metrics.PREDICTIONS.inc(len(requests))
 
 
@@ -219,18 +233,13 @@ def build(settings: StreamSettings) -> tuple[Any, ModelSlot, UpdateWatcher]:
     app = connect.faust_app(settings, SERVICE)
     topics = Topics(settings.namespace)
     slot = ModelSlot(
-        cache_dir=Path(settings.registry_uri).parent / ".model-cache"
-        if "://" not in settings.registry_uri
-        else Path("/tmp/pgkd-model-cache"),
+        # Only versions stored at a remote URI are copied here before they are loaded.
+        cache_dir=Path(tempfile.gettempdir()) / f"pgkd-model-cache-{settings.namespace}",
         max_chars=settings.serve_max_chars,
-        batch_size=max(settings.serve_batch, 1),
+        batch_size=settings.serve_batch,
     )
     watcher = UpdateWatcher(settings, slot)
-    out_topics = {name: app.topic(name) for name in (topics.predictions, topics.hard, topics.dead_letter)}
-
-    async def send(topic: str, key: bytes, value: bytes) -> Any:
-        return await out_topics[topic].send(key=key, value=value)
-
+    send = runtime.faust_sender(app, topics.predictions, topics.hard, topics.dead_letter)
     server = Server(settings, slot, send)
 
     @app.agent(app.topic(topics.requests), name=f"{settings.namespace}-serve")
@@ -239,12 +248,15 @@ def build(settings: StreamSettings) -> tuple[Any, ModelSlot, UpdateWatcher]:
         while not slot.loaded.is_set():  # requests wait in Kafka until a first model is loaded
             await loop.run_in_executor(None, slot.loaded.wait, 1.0)
         async for events in stream.take_events(settings.serve_batch, within=settings.serve_wait_ms / 1000):
-            await server.handle(events)
+            await runtime.process_batch(
+                events, server.handle, service=SERVICE, send=send, dead_letter_topic=topics.dead_letter
+            )
 
     @app.task
     async def watch_models() -> None:
         watcher.start()
 
+    runtime.track_lag(app, SERVICE)
     return app, slot, watcher
 
 
@@ -256,11 +268,14 @@ def main() -> None:
 
     def health() -> tuple[bool, dict[str, object]]:
         current = slot.current
-        return current is not None, {"model": current.version if current else None}
+        ok = current is not None and (watcher.is_alive() or not watcher.ident)
+        return ok, {
+            "model": current.version if current else None,
+            "refused": list(watcher.refused.values())[-3:],
+        }
 
     runtime.start_metrics(settings, SERVICE, health)
     runtime.run_faust(app)
-    watcher.stopping.set()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ model but an empty ``model-updates`` topic (a broker that lost its data), it ann
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kafka import TopicPartition
+from redis.exceptions import LockError
 
 from consumers import runtime
 from pgkd.continual import Candidate, PromotionRule, RetrainSchedule, retrain
@@ -42,6 +44,7 @@ from streams.settings import StreamSettings
 from streams.topics import Topics
 
 SERVICE = "trainer"
+LOCK_SECONDS = 6 * 3600  # longer than any training; a crashed holder's lock expires after it
 log = logging.getLogger("pgkd.trainer")
 
 
@@ -59,15 +62,14 @@ def update_for(record: ModelRecord, kind: str = "promote") -> ModelUpdate:
 def announce(
     settings: StreamSettings, record: ModelRecord, kind: str = "promote", producer: Any = None
 ) -> None:
-    """Publish ``record`` on ``model-updates`` and wait until the broker has it."""
+    """Publish ``record`` on ``model-updates``; returns once the broker has acknowledged it and
+    raises KafkaError if it did not."""
     own = producer is None
     producer = producer or connect.producer(settings)
     try:
         update = update_for(record, kind)
-        producer.send(
-            Topics(settings.namespace).model_updates, key=record.version.encode(), value=update.to_bytes()
-        )
-        producer.flush(timeout=30)
+        topic = Topics(settings.namespace).model_updates
+        connect.send_and_confirm(producer, topic, record.version.encode(), update.to_bytes())
     finally:
         if own:
             producer.close()
@@ -123,26 +125,61 @@ class Trainer:
             return "held_out_text"
         return None
 
+    def ingest(self, records: Sequence[Any]) -> tuple[list[StoredSample], list[bytes]]:
+        """The valid samples of a batch of ``samples`` records, and dead letters for the others."""
+        good: list[StoredSample] = []
+        dead: list[bytes] = []
+        for record in records:
+            reason: str | None
+            try:
+                sample = decode(Sample, record.value)
+            except EventDecodeError as exc:
+                reason, error = exc.reason, exc.detail
+            else:
+                reason = self.check(sample)
+                if reason is None:
+                    good.append(StoredSample(sample.key, sample.text, sample.label, sample.source, sample.ts))
+                    continue
+                error = f"sample {sample.key} ({sample.source}, label {sample.label!r}): {reason}"
+            dead.append(runtime.dead_letter_at(record, record.value, reason, error, SERVICE))
+        return good, dead
+
     def pending(self) -> int:
         return max(0, len(self.store) - int(self.redis.get(self.trained_key) or 0))
 
     # -- models -----------------------------------------------------------------------------------
 
+    def lock(self, *, blocking: bool) -> Any:
+        """The Redis lock that makes one trainer at a time train (held at most LOCK_SECONDS)."""
+        return self.redis.lock(
+            f"{self.settings.namespace}:trainer:lock",
+            timeout=LOCK_SECONDS,
+            blocking=blocking,
+            blocking_timeout=LOCK_SECONDS,
+        )
+
     def bootstrap(self) -> ModelRecord:
-        """Make sure there is a current model, and that serving workers can learn about it."""
+        """Make sure there is a current model, and that serving workers are told which one: after
+        a crash between promotion and announcement, or a broker that lost its data, the last
+        ``model-updates`` record is not the registry's current version, so it is announced again."""
         current = self.registry.current()
         if current is None:
-            with self.redis.lock(
-                f"{self.settings.namespace}:trainer:lock", timeout=3600, blocking_timeout=3600
-            ):
+            with self.lock(blocking=True):
                 current = self.registry.current()  # another trainer may have done it meanwhile
                 if current is None:
                     log.info("no model yet: training the seed-only student")
                     current = self.promote(self.train([]), reason="seed labels only", parent=None)
-                    return current
-        if self._updates_empty():
-            log.info("model-updates is empty: announcing current model %s again", current.version)
+        announced = self._last_announced()
+        if announced is None or (announced.version, announced.sha256) != (current.version, current.sha256):
+            log.info(
+                "announcing current model %s (model-updates said %s)",
+                current.version,
+                announced and announced.version,
+            )
             announce(self.settings, current, producer=self.producer)
+        metrics.set_current_version(current.version)
+        self._current_gauges(current.metrics.get("validation"))
+        metrics.TRAINING_SET.labels(source="seed").set(len(self.splits.train))
         return current
 
     def train(self, samples: list[StoredSample]) -> Candidate:
@@ -161,19 +198,20 @@ class Trainer:
         pending = self.pending()
         if not self.schedule.due(pending, time.monotonic() - self.last_train):
             return None
-        lock = self.redis.lock(f"{self.settings.namespace}:trainer:lock", timeout=3600, blocking=False)
+        lock = self.lock(blocking=False)
         if not lock.acquire():
             return None
         try:
             return self.retrain_now()
         finally:
-            lock.release()
+            with contextlib.suppress(LockError):  # it expired during a very long training
+                lock.release()
 
     def retrain_now(self) -> dict[str, Any]:
         samples = [s for s in self.store.all() if s.key not in self.held_out]
+        trained = len(self.store)
         candidate = self.train(samples)
         self.last_train = time.monotonic()
-        self.redis.set(self.trained_key, len(self.store))
         current = self.registry.current()
         current_validation = current.metrics.get("validation") if current else None
         decision = self.rule.decide(candidate.validation.summary(), current_validation)
@@ -197,6 +235,9 @@ class Trainer:
             metrics.REJECTIONS.labels(reason=decision.check).inc()
             metrics.TRAIN_RUNS.labels(outcome="rejected").inc()
             log.info("candidate not promoted: %s", decision.reason)
+        # Only once the decision is recorded (and a promotion announced) are these samples "trained
+        # on": a failure before retrains them.
+        self.redis.set(self.trained_key, trained)
         return outcome
 
     def promote(
@@ -239,8 +280,9 @@ class Trainer:
             }
         )
         self.current_student = candidate.student
+        self._current_gauges(record.metrics.get("validation"))
         metrics.PROMOTIONS.inc()
-        metrics.set_model(record.version)
+        metrics.set_current_version(record.version)
         log.info("promoted %s (%s)", record.version, reason)
         return record
 
@@ -250,19 +292,30 @@ class Trainer:
         metrics.VALIDATION_F1.labels(model="candidate").set(candidate.validation.macro_f1)
         for label, f1 in candidate.validation.summary()["per_class_f1"].items():
             metrics.CLASS_F1.labels(model="candidate", label=label).set(f1)
-        if current:
-            metrics.VALIDATION_F1.labels(model="current").set(current["macro_f1"])
-            for label, f1 in current.get("per_class_f1", {}).items():
-                metrics.CLASS_F1.labels(model="current", label=label).set(f1)
+        self._current_gauges(current)
         metrics.TRAINING_SET.labels(source="seed").set(len(self.splits.train))
         for source, n in Counter(s.source for s in samples).items():
             metrics.TRAINING_SET.labels(source=source).set(n)
 
-    def _updates_empty(self) -> bool:
+    @staticmethod
+    def _current_gauges(validation: dict[str, Any] | None) -> None:
+        if not validation:
+            return
+        metrics.VALIDATION_F1.labels(model="current").set(validation["macro_f1"])
+        for label, f1 in validation.get("per_class_f1", {}).items():
+            metrics.CLASS_F1.labels(model="current", label=label).set(f1)
+
+    def _last_announced(self) -> ModelUpdate | None:
         consumer = connect.consumer(self.settings, group=None)
         try:
             tp = TopicPartition(Topics(self.settings.namespace).model_updates, 0)
-            return bool(consumer.end_offsets([tp])[tp] == consumer.beginning_offsets([tp])[tp])
+            consumer.assign([tp])
+            consumer.seek_to_beginning(tp)
+            updates = []
+            for record in connect.read_to_end(consumer, tp):
+                with contextlib.suppress(EventDecodeError):
+                    updates.append(decode(ModelUpdate, record.value))
+            return updates[-1] if updates else None
         finally:
             consumer.close()
 
@@ -285,51 +338,58 @@ def run(settings: StreamSettings, stop: threading.Event) -> None:
         producer,
         base,
     )
-    health = {"ok": False}
-    runtime.start_metrics(settings, SERVICE, lambda: (health["ok"], {"pending": trainer.pending()}))
+    status: dict[str, Any] = {"ok": False}  # what /healthz says, kept by the loop (no Redis call)
+    runtime.start_metrics(settings, SERVICE, lambda: (bool(status["ok"]), dict(status)))
     current = trainer.bootstrap()
     log.info("current model %s; consuming %s", current.version, topics.samples)
     consumer = connect.consumer(
-        settings, topics.samples, group=f"{settings.namespace}-trainer", max_poll_interval_ms=3_600_000
+        settings, topics.samples, group=f"{settings.namespace}-trainer", max_poll_interval_ms=1_800_000
     )
-    health["ok"] = True
+    lag = runtime.LagGauge(SERVICE)
+    failures = 0
     try:
         while not stop.is_set():
-            batch = consumer.poll(timeout_ms=1000, max_records=500)
-            good: list[StoredSample] = []
-            for records in batch.values():
-                for record in records:
-                    reason: str | None
-                    try:
-                        sample = decode(Sample, record.value)
-                    except EventDecodeError as exc:
-                        reason, error = exc.reason, exc.detail
-                    else:
-                        reason = trainer.check(sample)
-                        if reason is None:
-                            good.append(
-                                StoredSample(sample.key, sample.text, sample.label, sample.source, sample.ts)
-                            )
-                            continue
-                        error = f"sample {sample.key} ({sample.source}, label {sample.label!r}): {reason}"
-                    dead = runtime.dead_letter(
-                        record.value,
-                        service=SERVICE,
-                        topic=record.topic,
-                        reason=reason,
-                        error=error,
-                        partition=record.partition,
-                        offset=record.offset,
-                    )
-                    producer.send(topics.dead_letter, key=record.topic.encode(), value=dead)
-            if batch:
-                trainer.store.add(good)
-                producer.flush(timeout=30)
-                consumer.commit()  # only after the samples are in Redis: at-least-once
-            trainer.maybe_retrain()
+            try:
+                batch = consumer.poll(timeout_ms=1000, max_records=500)
+                records = [r for rs in batch.values() for r in rs]
+                if records:
+                    good, dead = trainer.ingest(records)
+                    trainer.store.add(good)
+                    for value in dead:
+                        connect.send_and_confirm(producer, topics.dead_letter, topics.samples.encode(), value)
+                    consumer.commit()  # only after the samples are in Redis: at-least-once
+                lag.update(
+                    {
+                        (tp.topic, tp.partition): consumer.highwater(tp) - consumer.position(tp)
+                        for tp in consumer.assignment()
+                        if consumer.highwater(tp) is not None
+                    }
+                )
+                trainer.maybe_retrain()
+                status.update(ok=True, pending=trainer.pending(), error=None)
+                failures = 0
+            except Exception as exc:  # Redis, the broker or a training failure: retry, never die
+                failures += 1
+                status.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
+                log.exception("trainer loop failed (%d in a row); retrying", failures)
+                _rewind(consumer)
+                stop.wait(min(60.0, 2.0 * failures))
     finally:
         consumer.close()
         producer.close()
+
+
+def _rewind(consumer: Any) -> None:
+    """Back to the committed offsets, so records of a failed batch are read again."""
+    for tp in consumer.assignment():
+        try:
+            committed = consumer.committed(tp)
+            if committed is None:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+        except Exception:  # the broker is away too: the next poll's rebalance starts over anyway
+            log.warning("could not rewind %s", tp)
 
 
 def main() -> None:

@@ -376,6 +376,35 @@ def versions(config: ConfigOpt = None) -> None:
 
 
 @app.command()
+def report(
+    out: Annotated[Path, Opt(help="where to write the PNG")] = Path("runs/history.png"),
+    config: ConfigOpt = None,
+) -> None:
+    """Plot the live system's history from the registry: scores of every version, rejected
+    candidates, promotions and the teacher's cumulative cost."""
+    import redis
+
+    from pgkd.registry import ModelRegistry
+    from pgkd.report import plot_history
+    from streams.connect import redis_client
+
+    settings = _stream_settings(config)
+    try:
+        client = redis_client(settings, socket_connect_timeout=2.0)
+        client.ping()
+    except redis.RedisError:
+        client = None  # storage alone still has every version; rejected candidates need Redis
+    registry = ModelRegistry(settings.registry_uri, redis=client, namespace=settings.namespace)
+    with _errors():
+        records = registry.versions()
+        if not records:
+            raise PGKDError(f"no model version in {settings.registry_uri} (namespace {settings.namespace})")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        plot_history(records, registry.decisions(1000), out)
+    console.print(f"wrote {out} ({len(records)} versions)")
+
+
+@app.command()
 def replay(
     dataset: Annotated[str | None, Opt(help="bbc, wordnet or a CSV/JSONL path")] = None,
     rate: Annotated[float, Opt(help="requests per second (0: as fast as possible)")] = 0.0,

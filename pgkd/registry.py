@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +59,12 @@ class ModelRecord:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ModelRecord:
+        """Parse a record; fields a newer pgkd added are ignored."""
         try:
-            return cls(**json.loads(text))
-        except (TypeError, ValueError) as exc:
+            data = json.loads(text)
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"not a model record: {exc}") from exc
 
     def metric(self, name: str, split: str = "validation") -> float | None:
@@ -171,7 +174,7 @@ class ModelRegistry:
         if self.redis is not None:
             records = [ModelRecord.from_json(v) for v in self.redis.hvals(self._keys["records"])]
             if records:
-                return sorted(records, key=lambda r: r.version)
+                return sorted(records, key=lambda r: _sequence(r.version))
         return self._stored()
 
     def guidance(self, version: str) -> dict[str, Any] | None:
@@ -216,7 +219,7 @@ class ModelRegistry:
         records = []
         for path in self._fs.glob(_join(self._base, "v*", RECORD_FILE)):
             records.append(ModelRecord.from_json(self._fs.cat_file(path)))
-        return sorted(records, key=lambda r: r.version)
+        return sorted(records, key=lambda r: _sequence(r.version))
 
     def _next_version(self) -> str:
         if self.redis is not None:

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pgkd.distill import DistillResult  # noqa: E402
+from pgkd.registry import ModelRecord  # noqa: E402
 
 
 def write_report(
@@ -108,3 +109,54 @@ def plot_confusion(confusion: list[list[int]], labels: list[str], path: Path) ->
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_history(records: list[ModelRecord], decisions: list[dict[str, Any]], path: str | Path) -> Path:
+    """The live system's history from the registry: validation macro-F1 and test accuracy of every
+    promoted version, the candidates that were not promoted, and the teacher's cumulative cost and
+    calls. ``decisions`` are :meth:`~pgkd.registry.ModelRegistry.decisions` (any order)."""
+    if not records:
+        raise ValueError("the registry holds no model version yet")
+    path = Path(path)
+    start = min(r.created_at for r in records)
+
+    def minutes(ts: float) -> float:
+        return (ts - start) / 60
+
+    xs = [minutes(r.created_at) for r in records]
+    fig, (quality, teacher) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=(3, 2))
+    val = [r.metric("macro_f1") for r in records]
+    test = [r.metric("accuracy", "test") for r in records]
+    quality.plot(xs, [np.nan if v is None else v for v in val], marker="o", label="validation macro-F1")
+    if any(t is not None for t in test):
+        quality.plot(
+            xs, [np.nan if t is None else t for t in test], marker="s", ls="--", label="test accuracy"
+        )
+    rejected = [d for d in decisions if not d.get("promoted") and d.get("candidate") is not None]
+    if rejected:
+        quality.scatter(
+            [minutes(d["ts"]) for d in rejected],
+            [d["candidate"] for d in rejected],
+            marker="x",
+            color="red",
+            label="not promoted (validation macro-F1)",
+        )
+    for r, x in zip(records, xs, strict=True):
+        score = val[xs.index(x)] or 0.0
+        quality.annotate(r.version, (x, score), textcoords="offset points", xytext=(0, 6), fontsize=7)
+        quality.axvline(x, color="green", alpha=0.15)
+    quality.set(ylabel="score", title="Model versions: promotions (green lines) and their scores")
+    quality.legend(fontsize=8, loc="lower right")
+    cost = [float(r.teacher_usage_total.get("cost", 0.0)) for r in records]
+    calls = [float(r.teacher_usage_total.get("calls", 0.0)) for r in records]
+    teacher.step(xs, calls, where="post", label="teacher calls (cumulative)", color="tab:purple")
+    teacher.set(xlabel="minutes since the first version", ylabel="calls")
+    twin = teacher.twinx()
+    twin.step(xs, cost, where="post", label="teacher cost (cumulative)", color="tab:orange")
+    twin.set(ylabel="cost")
+    handles = teacher.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    teacher.legend(handles, [str(h.get_label()) for h in handles], fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -60,10 +60,16 @@ class ModelSlot:
 
     def stage(self, version: str, uri: str, sha256: str) -> LoadedModel | None:
         """Load ``version`` and make it the next model; blocks for the load, so call it off the hot
-        path. Returns None if that version is already current or staged. Raises ModelError if it
-        cannot be fetched, fails its checksum or cannot be loaded; the current model is kept."""
-        if version in {m.version for m in (self._current, self._staged) if m is not None}:
-            return None
+        path. Returns None if that version is already staged, or current (then a newer staged one is
+        dropped: a rollback to the current model must not be undone by the next swap). Raises
+        ModelError if it cannot be fetched, fails its checksum or cannot be loaded; the current model
+        is kept."""
+        with self._lock:
+            if self._current is not None and self._current.version == version:
+                self._staged = None
+                return None
+            if self._staged is not None and self._staged.version == version:
+                return None
         started = time.perf_counter()
         student = fetch_model(uri, sha256, self.cache_dir)
         student.predict(list(WARMUP_TEXTS), batch_size=self.batch_size)

@@ -4,7 +4,7 @@ Each example becomes a :class:`~streams.events.Request` at ``rate`` per second (
 producer goes); for a ``feedback_fraction`` of them a :class:`~streams.events.Feedback` with the gold
 label follows ``feedback_delay`` seconds later (jittered by up to half of it), like a human review::
 
-    python -m producers.replay --dataset bbc --rate 5 --feedback 0.3      # or: pgkd replay ...
+    pgkd replay --dataset bbc --rate 5 --feedback 0.3
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import heapq
 import random
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,7 @@ class Replayer:
         self.producer, self.topics = producer, topics
         self.rate, self.fraction, self.delay = rate, feedback_fraction, feedback_delay
         self.rng = random.Random(seed)
-        self.prefix = id_prefix or f"replay-{int(time.time())}"
+        self.prefix = id_prefix or f"replay-{uuid.uuid4().hex[:8]}"
 
     def run(
         self,

@@ -8,10 +8,21 @@ VENV=${VENV:-.venv}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# WordNet glosses for the 41-class task (Debian package; optional elsewhere).
-if [ ! -f /usr/share/wordnet/data.noun ] && command -v apt-get >/dev/null; then
-  echo "setup: installing wordnet-base"
-  as_root apt-get update -qq && as_root apt-get install -y -qq wordnet-base >/dev/null
+# Debian packages: WordNet glosses for the 41-class task, and Prometheus for the monitoring test
+# (optional elsewhere). policy-rc.d keeps apt from starting a Prometheus daemon of its own.
+missing=()
+[ -f /usr/share/wordnet/data.noun ] || missing+=(wordnet-base)
+command -v prometheus >/dev/null || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  echo "setup: installing ${missing[*]}"
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+    own_policy=1
+  fi
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$own_policy" = 1 ] && as_root rm -f /usr/sbin/policy-rc.d
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -17,7 +17,7 @@ from typing import Any
 
 import faust
 import redis
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -116,8 +116,10 @@ def faust_app(settings: StreamSettings, service: str, datadir: Path | None = Non
 
 
 def ensure_topics(settings: StreamSettings, *, timeout: float = 30.0) -> dict[str, int]:
-    """Create any missing topic of the deployment; returns name -> partitions."""
-    layout = Topics(settings.namespace).layout(settings.partitions)
+    """Create any missing topic of the deployment; returns name -> partitions. A ``model-updates``
+    topic with more than one partition is an error: workers read partition 0 only."""
+    topics = Topics(settings.namespace)
+    layout = topics.layout(settings.partitions)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -129,13 +131,61 @@ def ensure_topics(settings: StreamSettings, *, timeout: float = 30.0) -> dict[st
             time.sleep(0.5)
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(name, n, 1) for name, n in layout.items() if name not in existing]
+        missing = [
+            NewTopic(
+                name,
+                n,
+                settings.replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if topics.spec(name).compact else {},
+            )
+            for name, n in layout.items()
+            if name not in existing
+        ]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another service was first
                 admin.create_topics(missing)
+        updates = admin.describe_topics([topics.model_updates])[0]
+        if len(updates.get("partitions", [])) > 1:
+            raise RuntimeError(
+                f"{topics.model_updates} has {len(updates['partitions'])} partitions; it must have 1"
+            )
     finally:
         admin.close()
     return layout
+
+
+def assign_all(consumer: KafkaConsumer, topic: str, *, from_beginning: bool) -> list[TopicPartition]:
+    """Assign every partition of ``topic`` (no consumer group), from its beginning or its end."""
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+    consumer.assign(partitions)
+    if from_beginning:
+        consumer.seek_to_beginning(*partitions)
+    else:
+        consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            consumer.position(tp)  # resolve "the end" now, not at the first poll
+    return partitions
+
+
+def read_to_end(consumer: KafkaConsumer, tp: TopicPartition, *, timeout: float = 30.0) -> list[Any]:
+    """Every record of ``tp`` from the consumer's position to the end offset as of now."""
+    end = consumer.end_offsets([tp])[tp]
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while consumer.position(tp) < end:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reading {tp.topic}[{tp.partition}] to offset {end} took over {timeout:g} s")
+        for batch in consumer.poll(timeout_ms=500).values():
+            records.extend(batch)
+    return records
+
+
+def send_and_confirm(
+    producer: KafkaProducer, topic: str, key: bytes, value: bytes, timeout: float = 30.0
+) -> None:
+    """Send one record and wait for the broker's acknowledgement; raises KafkaError if it failed
+    (``flush`` alone only logs a failed record)."""
+    producer.send(topic, key=key, value=value).get(timeout=timeout)
 
 
 def registry(settings: StreamSettings, client: redis.Redis | None = None) -> ModelRegistry:

@@ -230,6 +230,7 @@ def run_demo(
         watcher.stopping.set()
         summary = _summary(settings, watcher, report, started)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    console.print()
     _print_summary(console, summary)
     return summary
 

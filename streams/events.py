@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -238,6 +239,9 @@ def decode(kind: type[E], raw: bytes | bytearray | memoryview | None, *, max_byt
         first = exc.errors()[0]
         if first["type"] in ("json_invalid", "json_type"):
             raise EventDecodeError("bad_json", first["msg"]) from None
+        version = _declared_version(raw)
+        if version is not None and version > SCHEMA_VERSION:  # a newer producer's shape
+            raise EventDecodeError("unsupported_version", f"schema v{version} > v{SCHEMA_VERSION}") from None
         where = ".".join(str(p) for p in first["loc"]) or kind.__name__
         raise EventDecodeError("schema", f"{where}: {first['msg']}") from None
     except RecursionError:  # pathological nesting
@@ -245,3 +249,11 @@ def decode(kind: type[E], raw: bytes | bytearray | memoryview | None, *, max_byt
     if event.v > SCHEMA_VERSION:
         raise EventDecodeError("unsupported_version", f"schema v{event.v} > v{SCHEMA_VERSION}")
     return event
+
+
+def _declared_version(raw: bytes) -> int | None:
+    try:
+        value = json.loads(raw).get("v")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

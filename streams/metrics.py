@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from typing import get_args
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
+
+from streams.events import DecodeReason, HardReason, SampleSource
 
 Health = Callable[[], tuple[bool, dict[str, object]]]
 
@@ -53,6 +57,7 @@ LIVE_RECALL = Gauge("pgkd_live_recall", "Per-class recall over the latest feedba
 
 # --- mining and the teacher
 HARD_EVENTS = Counter("pgkd_mining_hard_events", "Hard events received", ["reason", "label"])
+HARD_DROPPED = Counter("pgkd_mining_dropped", "Hard events dropped before the teacher saw them", ["reason"])
 TEACHER_CALLS = Counter("pgkd_teacher_calls", "Teacher operations", ["operation", "outcome"])
 TEACHER_SECONDS = Histogram("pgkd_teacher_seconds", "Teacher operation time", ["operation"], buckets=_TEACHER)
 TEACHER_TOKENS = Counter("pgkd_teacher_tokens", "Teacher tokens spent", ["kind"])
@@ -77,10 +82,57 @@ TRAINING_SET = Gauge("pgkd_trainer_training_set", "Examples in the training set"
 CURRENT_VERSION = Gauge("pgkd_model_version_number", "Sequence number of the current model version")
 
 
+DECODE_REASONS = (*get_args(DecodeReason), "processing_error")
+SAMPLE_CHECKS = ("unknown_label", "bad_key", "held_out_text")
+REJECT_REASONS = (
+    "bad_label", "empty", "too_long", "copy_of_prompt", "duplicate", "surplus",
+    "teacher_disagrees", "unverified", "invalid_json", "abstained",
+)  # fmt: skip
+
+
+def initialise(service: str, labels: Sequence[str] = ()) -> None:
+    """Create the labelled series ``service`` can emit, at 0: a dashboard then shows "none yet"
+    instead of "no data", and rates are right from the first event."""
+    UP.labels(service=service).set(0)
+    for reason in DECODE_REASONS + (SAMPLE_CHECKS if service == "trainer" else ()):
+        DEAD_LETTERS.labels(service=service, reason=reason)
+    if service == "serving":
+        for result in ("swapped", "refused"):
+            SWAPS.labels(result=result)
+    elif service == "feedback":
+        for label in labels:
+            MISCLASSIFIED.labels(label=label)
+    elif service == "mining":
+        HARD_DROPPED.labels(reason="label_queue_full")
+        for reason in get_args(HardReason):
+            for label in (*labels, "other"):
+                HARD_EVENTS.labels(reason=reason, label=label)
+        for operation in ("label", "generate"):
+            TEACHER_SECONDS.labels(operation=operation)
+            TEACHER_CACHE_HITS.labels(operation=operation)
+            for outcome in ("ok", "error"):
+                TEACHER_CALLS.labels(operation=operation, outcome=outcome)
+        for kind in ("prompt", "completion"):
+            TEACHER_TOKENS.labels(kind=kind)
+        for source in get_args(SampleSource):
+            SAMPLES.labels(source=source)
+        for reason in REJECT_REASONS:
+            SAMPLES_REJECTED.labels(reason=reason)
+    elif service == "trainer":
+        for outcome in ("promoted", "rejected"):
+            TRAIN_RUNS.labels(outcome=outcome)
+        for check in ("metric", "class_drop"):
+            REJECTIONS.labels(reason=check)
+
+
 def set_model(version: str) -> None:
-    """Mark ``version`` as served (and no other: the label set stays as small as one)."""
+    """Mark ``version`` as served by this worker (and no other: the label set stays one)."""
     MODEL_INFO.clear()
     MODEL_INFO.labels(version=version).set(1)
+
+
+def set_current_version(version: str) -> None:
+    """The trainer's view: the sequence number of the registry's current version."""
     digits = "".join(ch for ch in version if ch.isdigit())
     if digits:
         CURRENT_VERSION.set(int(digits))
@@ -91,9 +143,11 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve_metrics(port: int, health: Health, *, host: str = "0.0.0.0") -> tuple[WSGIServer, int]:
-    """Serve ``/metrics`` and ``/healthz`` on ``port`` (0: a free one) in a daemon thread; returns
-    the server and the port it bound."""
+def serve_metrics(
+    port: int, health: Health, *, service: str, host: str = "0.0.0.0"
+) -> tuple[WSGIServer, int]:
+    """Serve ``/metrics`` and ``/healthz`` on ``port`` (0: a free one) in a daemon thread, and keep
+    ``pgkd_service_up`` equal to what ``/healthz`` says; returns the server and the port it bound."""
     metrics_app = make_wsgi_app(REGISTRY)
 
     def app(environ, start_response):  # type: ignore[no-untyped-def]
@@ -106,6 +160,15 @@ def serve_metrics(port: int, health: Health, *, host: str = "0.0.0.0") -> tuple[
             return [body]
         return metrics_app(environ, start_response)
 
+    def track_health() -> None:
+        while True:
+            try:
+                UP.labels(service=service).set(1 if health()[0] else 0)
+            except Exception:  # a health check that fails is a service that is not up
+                UP.labels(service=service).set(0)
+            time.sleep(2.0)
+
     server = make_server(host, port, app, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    threading.Thread(target=track_health, name="health", daemon=True).start()
     return server, server.server_port

@@ -22,6 +22,7 @@ class StreamSettings(Settings):
     bootstrap_servers: str | None = Field(None, description="host:port[,host:port]; none: embedded broker")
     namespace: str = Field("pgkd", pattern=r"^[A-Za-z0-9._-]{1,100}$", description="topic/key prefix")
     partitions: int = Field(4, ge=1, description="partitions of each new data topic")
+    replication_factor: int = Field(1, ge=1, description="replicas of each new topic (3 on a real cluster)")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     kafka_sasl_username: str | None = None
@@ -38,7 +39,7 @@ class StreamSettings(Settings):
     # --- registry
     registry_uri: str = Field("runs/registry", description="model store: a folder or any fsspec URI")
     # --- serving
-    serve_batch: int = Field(32, ge=1, le=4096, description="max requests per micro-batch")
+    serve_batch: int = Field(64, ge=1, le=4096, description="max requests per micro-batch")
     serve_wait_ms: float = Field(10.0, ge=0, description="max wait to fill a micro-batch")
     serve_max_chars: int = Field(2000, ge=1, description="texts are cut to this before tokenising")
     low_confidence: float = Field(0.5, ge=0, le=1, description="uncertainty above this goes to `hard`")
@@ -68,6 +69,7 @@ class StreamSettings(Settings):
     promotion_max_class_drop: float | None = None
     # --- observability
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus /metrics port; 0: any")
+    metrics_host: str = Field("0.0.0.0", description="interface of /metrics and /healthz")
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> StreamSettings:

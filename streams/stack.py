@@ -65,7 +65,7 @@ class Child:
     name: str
     argv: list[str]
     log: Path
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # holds the secrets
     metrics_port: int | None = None
     proc: subprocess.Popen[bytes] | None = None
 
@@ -226,7 +226,12 @@ class EmbeddedStack:
         key = f"{name}-{index}" if name == "serving" else name
         previous = self.services.get(key)
         port = previous.metrics_port if previous and previous.metrics_port else free_port()
-        env = {**settings_env(self.settings), "PGKD_METRICS_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **settings_env(self.settings),
+            "PGKD_METRICS_PORT": str(port),
+            "PGKD_METRICS_HOST": "127.0.0.1",  # one machine: nothing outside needs to scrape it
+            "PYTHONUNBUFFERED": "1",
+        }
         child = Child(
             key, [sys.executable, "-m", f"consumers.{name}"], self.run_dir / "logs" / f"{key}.log", env, port
         )
@@ -279,8 +284,8 @@ class EmbeddedStack:
             connect.redis_client(self.settings, socket_connect_timeout=1.0).ping()
             self.where["redis"] = _without_password(self.settings.redis)
             return
-        except redis.RedisError:
-            pass
+        except redis.ConnectionError:
+            pass  # nothing listens there: start one. Any other error (AUTH, TLS) is the user's to fix.
         child, url = start_redis(self.run_dir / "redis", self.run_dir / "logs" / "redis.log")
         self.infrastructure["redis"] = child
         self.settings = self.settings.model_copy(update={"redis_url": SecretStr(url)})

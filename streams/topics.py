@@ -29,6 +29,7 @@ class TopicSpec:
     doc: str
     partitions: int | None = None  # None: the deployment's default
     keyed_by: str = "id"
+    compact: bool = False  # keep the latest record per key forever instead of a retention window
 
 
 SPECS: tuple[TopicSpec, ...] = (
@@ -38,7 +39,8 @@ SPECS: tuple[TopicSpec, ...] = (
     TopicSpec("hard", events.HardEvent, "low-confidence and misclassified requests, for mining"),
     TopicSpec("samples", events.Sample, "new training examples with provenance", keyed_by="key"),
     # One partition: every serving worker reads all of it, and order decides which model is current.
-    TopicSpec("model-updates", events.ModelUpdate, "the model to serve (last wins)", 1, "version"),
+    # Compacted, so the current model is still announced after a quiet week.
+    TopicSpec("model-updates", events.ModelUpdate, "the model to serve (last wins)", 1, "version", True),
     TopicSpec("dead-letter", events.DeadLetter, "records a service could not process, and why", 1, "topic"),
 )
 
@@ -89,3 +91,7 @@ class Topics:
     def layout(self, default_partitions: int) -> dict[str, int]:
         """Topic name -> partition count."""
         return {self.name(s.name): s.partitions or default_partitions for s in SPECS}
+
+    def spec(self, name: str) -> TopicSpec:
+        """The spec of a full topic name of this deployment."""
+        return next(s for s in SPECS if self.name(s.name) == name)

@@ -47,6 +47,24 @@ def test_join_completes_once_whatever_the_order(redis_client, namespace):
     assert 0 < redis_client.ttl(f"{namespace}:join:r1") <= 60
 
 
+def test_an_unconfirmed_join_is_emitted_again_after_its_lease(redis_client, namespace):
+    now = [1000.0]
+    join = FeedbackJoin(redis_client, namespace=namespace, ttl=60, lease=10.0, clock=lambda: now[0])
+    facts = [
+        Fact("r9", text="t"),
+        Fact("r9", predicted="a", confidence=0.5, version="v1"),
+        Fact("r9", gold="b"),
+    ]
+    assert [j.id for j in join.apply(facts)] == ["r9"]  # claimed, then the writer "crashes"
+    now[0] += 5
+    assert join.apply(facts) == []  # still within the lease: a concurrent writer stays quiet
+    now[0] += 6
+    assert [j.id for j in join.apply(facts)] == ["r9"]  # the replay after the crash emits it
+    join.confirm(["r9"])
+    now[0] += 60
+    assert join.apply(facts) == []  # delivered: never again
+
+
 def test_concurrent_joiners_emit_each_join_exactly_once(redis_client, namespace):
     join = FeedbackJoin(redis_client, namespace=namespace, ttl=60)
     ids = [f"r{i}" for i in range(300)]

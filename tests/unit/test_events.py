@@ -46,6 +46,7 @@ def test_request_round_trip():
         (b'"just a string"', "schema"),
         (json.dumps({"id": "r1", "text": "x" * (MAX_TEXT_CHARS + 1)}).encode(), "schema"),
         (b'{"id": "r1", "text": "x", "v": 99}', "unsupported_version"),
+        (b'{"id": "r1", "body": "a renamed field", "v": 2}', "unsupported_version"),
         (b"{" + b'"a":' * 0 + b'"id": "r1", "text": "' + b"x" * MAX_RECORD_BYTES + b'"}', "oversized"),
     ],
 )

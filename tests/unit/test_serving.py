@@ -85,3 +85,12 @@ def test_respond_answers_every_request_and_routes_the_unsure(tmp_path, two_versi
     assert predictions[0].probs == {"business": 0.9, "sport": 0.05, "tech": 0.05}
     assert [h.id for h in hard] == ["r1"] and hard[0].reason == "low_confidence" and hard[0].label is None
     assert {k for _, k, _ in out} == {b"r0", b"r1", b"r2"}
+
+
+def test_a_rollback_to_the_current_model_drops_a_newer_staged_one(tmp_path, two_versions):
+    a, b = two_versions
+    slot = ModelSlot(cache_dir=tmp_path / "cache")
+    slot.stage(a.version, a.uri, a.sha256)
+    slot.stage(b.version, b.uri, b.sha256)  # v0002 waits for the next batch ...
+    assert slot.stage(a.version, a.uri, a.sha256) is None  # ... when v0001 is announced again
+    assert slot.swap() is None and slot.current.version == "v0001"

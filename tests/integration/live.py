@@ -1,0 +1,83 @@
+"""Helpers of the live-system tests: settings for a small, fast deployment and topic readers."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kafka import TopicPartition
+
+from streams import connect
+from streams.events import Prediction, decode
+from streams.settings import StreamSettings
+
+
+def live_settings(
+    broker: str, redis_url: str, namespace: str, tmp_path: Path, **overrides: Any
+) -> StreamSettings:
+    base: dict[str, Any] = {
+        "bootstrap_servers": broker,
+        "redis_url": redis_url,
+        "namespace": namespace,
+        "registry_uri": str(tmp_path / "registry"),
+        "dataset": "bbc",
+        "n_train": 60,
+        "n_validation": 100,
+        "max_chars": 300,
+        "teacher": "simulated",
+        "partitions": 2,
+        "kafka_session_timeout": 6.0,
+        "serve_batch": 16,
+    }
+    return StreamSettings(**{**base, **overrides})
+
+
+class TopicReader:
+    """Reads a topic from the beginning, all partitions, without a consumer group."""
+
+    def __init__(self, settings: StreamSettings, topic: str) -> None:
+        self.consumer = connect.consumer(settings, group=None)
+        parts = self.consumer.partitions_for_topic(topic) or {0}
+        self.parts = [TopicPartition(topic, p) for p in sorted(parts)]
+        self.consumer.assign(self.parts)
+        self.consumer.seek_to_beginning(*self.parts)
+        self.records: list[Any] = []
+
+    def poll(self) -> list[Any]:
+        new = [r for rs in self.consumer.poll(timeout_ms=500).values() for r in rs]
+        self.records += new
+        return new
+
+    def until(self, done: Callable[[list[Any]], bool], timeout: float, what: str) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while not done(self.records):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            self.poll()
+        return self.records
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def answered(records: list[Any]) -> dict[str, list[Prediction]]:
+    by_id: dict[str, list[Prediction]] = defaultdict(list)
+    for r in records:
+        p = decode(Prediction, r.value)
+        by_id[p.id].append(p)
+    return by_id
+
+
+def metric(port: int | None, name: str, **labels: str) -> float:
+    """Sum of a Prometheus sample of a running service whose labels include ``labels``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

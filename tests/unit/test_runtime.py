@@ -1,0 +1,85 @@
+"""The services' shared runtime: a batch is never acknowledged half-done, lag series stay right."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import redis
+
+from consumers import runtime
+from streams import metrics
+from streams.events import DeadLetter, decode
+
+
+@dataclass
+class Message:
+    topic: str = "t.requests"
+    partition: int = 1
+    offset: int = 42
+
+
+@dataclass
+class Event:
+    value: bytes
+    message: Message
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes]] = []
+
+    async def __call__(self, topic: str, key: bytes, value: bytes) -> asyncio.Future:
+        self.sent.append((topic, key, value))
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, timeout=60))
+
+
+def test_a_transient_failure_is_retried_until_it_passes():
+    calls = []
+
+    async def handle(events):
+        calls.append(len(events))
+        if len(calls) < 6:  # more than `attempts`: transient failures are retried without limit
+            raise redis.ConnectionError("Redis is restarting")
+
+    sink = Sink()
+    batch = [Event(b"x", Message())]
+    run(runtime.process_batch(batch, handle, service="s", send=sink, dead_letter_topic="t.dl", base_delay=0))
+    assert len(calls) == 6 and sink.sent == []
+
+
+def test_a_batch_that_keeps_failing_is_dead_lettered_whole():
+
+    async def handle(events):
+        raise ValueError("NaN confidence")
+
+    sink = Sink()
+    events = [Event(b"first", Message(offset=1)), Event(b"second", Message(offset=2))]
+    run(
+        runtime.process_batch(
+            events, handle, service="s", send=sink, dead_letter_topic="t.dl", attempts=3, base_delay=0
+        )
+    )
+    dead = [decode(DeadLetter, value) for topic, _, value in sink.sent if topic == "t.dl"]
+    assert [d.original() for d in dead] == [b"first", b"second"]
+    assert {d.reason for d in dead} == {"processing_error"} and "NaN confidence" in dead[0].error
+    assert [d.offset for d in dead] == [1, 2] and dead[0].partition == 1
+
+
+def test_lag_series_of_revoked_partitions_disappear():
+    gauge = runtime.LagGauge("unit-test")
+    gauge.update({("t.requests", 0): 5, ("t.requests", 1): 7})
+    gauge.update({("t.requests", 1): 2})
+    samples = {
+        s.labels["partition"]: s.value
+        for m in metrics.CONSUMER_LAG.collect()
+        for s in m.samples
+        if s.labels["service"] == "unit-test"
+    }
+    assert samples == {"1": 2.0}
