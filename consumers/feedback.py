@@ -68,6 +68,9 @@ class Joiner:
         self.quality = LiveQuality(settings.quality_window)
         self.redis_ok = True
         self.accuracy: float | None = None  # a snapshot for /healthz, which runs on another thread
+        # Joins this process claimed but has not delivered yet: a retried batch gets no claim back
+        # from Redis (the lease holds), so it re-sends these.
+        self._claimed: list[Joined] = []
 
     async def handle(self, events: Sequence[Any]) -> None:
         facts, pending = [], []
@@ -77,14 +80,10 @@ class Joiner:
             except EventDecodeError as exc:
                 dead = runtime.dead_letter_event(event, exc.reason, exc.detail, SERVICE)
                 pending.append(await self.send(self.topics.dead_letter, *dead))
-            else:
-                if event.message.topic == self.topics.feedback:
-                    metrics.FEEDBACK.inc()
-        joined = await self._redis(self.join.apply, facts)
+        joined = self._claimed + await self._redis(self.join.apply, facts)
+        self._claimed = joined
         for j in joined:
-            self.quality.record(j.gold, j.predicted)
             if not j.correct:
-                metrics.MISCLASSIFIED.labels(label=j.gold).inc()
                 pending.append(
                     await self.send(self.topics.hard, j.id.encode(), misclassified_event(j).to_bytes())
                 )
@@ -92,6 +91,12 @@ class Joiner:
         # Only now that the hard events are delivered are the joins done for good; if this process
         # dies before, the replayed facts emit them again once the claim's lease is over.
         await self._redis(self.join.confirm, [j.id for j in joined])
+        self._claimed = []
+        metrics.FEEDBACK.inc(sum(1 for f in facts if f.gold is not None))
+        for j in joined:
+            self.quality.record(j.gold, j.predicted)
+            if not j.correct:
+                metrics.MISCLASSIFIED.labels(label=j.gold).inc()
         if joined:
             metrics.JOINED.inc(len(joined))
             self.accuracy = self.quality.accuracy()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 import uuid
 
-from kafka import TopicPartition
-
 from streams import connect
 from streams.events import EventDecodeError, Prediction, Request, decode
 from streams.settings import StreamSettings
@@ -23,12 +21,8 @@ def classify(settings: StreamSettings, text: str, *, timeout: float = 60.0) -> P
     consumer = connect.consumer(settings, group=None)
     producer = connect.producer(settings)
     try:
-        partitions = consumer.partitions_for_topic(topics.predictions) or {0}
-        assigned = [TopicPartition(topics.predictions, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        consumer.seek_to_end(*assigned)
-        for tp in assigned:
-            consumer.position(tp)  # resolve "end" now, before the request can be answered
+        # "the end" is resolved now, before the request can be answered
+        connect.assign_all(consumer, topics.predictions, from_beginning=False)
         request = Request(id=f"cli-{uuid.uuid4().hex[:12]}", text=text, meta={"source": "cli"})
         producer.send(topics.requests, key=request.id.encode(), value=request.to_bytes())
         producer.flush(timeout=30)

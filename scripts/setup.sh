@@ -39,5 +39,5 @@ if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
 fi
 
 echo "setup: installing pgkd with its extras"
-"$VENV/bin/pip" install -q -e ".[local,stream,dev]"
+"$VENV/bin/pip" install -q -e ".[local,stream,embedded,dev]"
 echo "setup: done ($("$VENV/bin/python" --version), torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'))"

@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from pgkd.registry import ModelRecord
+from pgkd.registry import ModelRecord, ModelRegistry
 from pgkd.runner import load_splits
 from pgkd.samples import SampleStore
 from pgkd.teacher.shared import shared_usage
@@ -65,8 +65,9 @@ class Watcher(threading.Thread):
         try:
             parts = []
             for topic in (self.topics.predictions, self.topics.hard):
-                ids = consumer.partitions_for_topic(topic) or {0}
-                parts += [TopicPartition(topic, p) for p in sorted(ids)]
+                parts += [
+                    TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})
+                ]
             consumer.assign(parts)
             consumer.seek_to_beginning(*parts)
             while not self.stopping.is_set():
@@ -112,11 +113,16 @@ def _accuracy(record: ModelRecord) -> str:
 
 
 def _view(
-    settings: StreamSettings, watcher: Watcher, report: ReplayReport, total: int, started: float, teacher: str
+    settings: StreamSettings,
+    registry: ModelRegistry,
+    watcher: Watcher,
+    report: ReplayReport,
+    total: int,
+    started: float,
+    teacher: str,
 ) -> Group:
-    redis = connect.redis_client(settings)
-    usage = shared_usage(redis, settings.namespace)
-    versions = connect.registry(settings, redis).versions()
+    usage = shared_usage(registry.redis, settings.namespace)
+    versions = registry.versions()
     accuracy, judged = watcher.live_accuracy(report)
     elapsed = time.time() - started
     answered = len(watcher.answers)
@@ -186,8 +192,10 @@ def run_demo(
         traffic = list(splits.traffic[:limit] if limit else splits.traffic)
         watcher = Watcher(settings)
         watcher.start()
+        registry = connect.registry(settings)
+        producer = connect.producer(settings)
         replayer = Replayer(
-            connect.producer(settings),
+            producer,
             Topics(settings.namespace),
             rate=rate,
             feedback_fraction=feedback_fraction,
@@ -209,7 +217,7 @@ def run_demo(
         try:
             with Live(console=console, refresh_per_second=1) as live:
                 while True:
-                    live.update(_view(settings, watcher, report, len(traffic), started, teacher))
+                    live.update(_view(settings, registry, watcher, report, len(traffic), started, teacher))
                     replayed = not thread.is_alive() and len(watcher.answers) >= len(report.ids)
                     if replayed and drained_at is None:
                         drained_at = time.time()
@@ -227,6 +235,7 @@ def run_demo(
             console.print("[yellow]interrupted: shutting down[/yellow]")
         stop.set()
         thread.join(timeout=30)
+        producer.close()
         watcher.stopping.set()
         summary = _summary(settings, watcher, report, started)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

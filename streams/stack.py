@@ -293,7 +293,8 @@ class EmbeddedStack:
 
     def _start_teacher(self) -> None:
         if "mining" not in self.wanted or self.settings.teacher != "local" or self.settings.teacher_url:
-            self.where["teacher"] = self.settings.teacher_url or self.settings.teacher
+            url = self.settings.teacher_url
+            self.where["teacher"] = _without_password(url) if url else self.settings.teacher
             return
         from pgkd.teacher.local import LocalTeacherServer
 

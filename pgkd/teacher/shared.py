@@ -15,6 +15,7 @@ once, before it starts.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -27,6 +28,7 @@ from pgkd.mining import ScoredExample
 from pgkd.teacher.base import GenerationResult, Teacher, TeacherLabel, TeacherUsage, prompt_hash
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Scope = Literal["hour", "total"]
 _COUNTERS = ("calls", "failed_calls", "prompt_tokens", "completion_tokens")
 
@@ -97,7 +99,7 @@ class SharedTeacher:
                 answers[i] = answer
                 payload = {"label": answer.label, "confidence": answer.confidence}
                 pipe.set(keys[i], json.dumps(payload), ex=self.cache_ttl)
-            pipe.execute()
+            self._store(pipe.execute)
         return [a for a in answers if a is not None]
 
     def generate(
@@ -143,8 +145,15 @@ class SharedTeacher:
             "proposed": result.proposed,
             "rejected": dict(result.rejected),
         }
-        self.redis.set(key, json.dumps(payload), ex=self.cache_ttl)
+        self._store(lambda: self.redis.set(key, json.dumps(payload), ex=self.cache_ttl))
         return result
+
+    @staticmethod
+    def _store(write: Callable[[], Any]) -> None:
+        try:
+            write()
+        except Exception:  # the answer is returned anyway; only a later cache hit is lost
+            log.exception("could not cache the teacher's answer in Redis")
 
     # -- the shared budget -------------------------------------------------------------------------
 
@@ -172,7 +181,10 @@ class SharedTeacher:
         try:
             return call()
         finally:
-            self._record(before, self.inner.usage.as_dict())
+            try:
+                self._record(before, self.inner.usage.as_dict())
+            except Exception:  # an answer already paid for is never lost to a bookkeeping failure
+                log.exception("could not record the teacher's usage in Redis; the shared budget under-counts")
 
     def _check_budget(self) -> None:
         for resource, left in self.remaining().items():

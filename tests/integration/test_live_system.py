@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -260,3 +261,84 @@ def test_malformed_requests_are_dead_lettered_and_two_workers_go_on_serving(
         # The one-shot client of a running system.
         prediction = classify(stack.settings, "Manchester United beat Arsenal in the cup final", timeout=60)
         assert prediction.label in load_splits(settings).labels and prediction.model_version == "v0001"
+
+
+def test_a_corrupt_version_is_refused_by_every_worker_and_rollback_reaches_them_all(
+    broker, redis_url, namespace, tmp_path
+):
+    from consumers.trainer import announce
+    from pgkd.continual import retrain
+    from pgkd.student import WEIGHTS_FILE, Student, TrainConfig
+
+    settings = live_settings(broker, redis_url, namespace, tmp_path)
+    topics = Topics(namespace)
+    with EmbeddedStack(
+        settings, tmp_path / "stack", services=("trainer", "serving"), serving_workers=2
+    ) as stack:
+        stack.wait_healthy(timeout=300)
+        workers = [stack.services["serving-0"], stack.services["serving-1"]]
+        registry = connect.registry(stack.settings)
+        splits = load_splits(settings)
+        base = Student.create(splits.labels, max_length=settings.max_length, seed=7)
+
+        def new_version():
+            candidate = retrain(base, None, list(splits.train), splits.validation, TrainConfig(seed=7))
+            return registry.publish(candidate.student, metrics={"validation": candidate.validation.summary()})
+
+        def wait_for(condition, what):
+            deadline = time.monotonic() + 60
+            while not condition():
+                assert time.monotonic() < deadline, what
+                time.sleep(0.5)
+
+        def answers(prefix: str) -> set[str]:
+            producer = connect.producer(stack.settings)
+            ids = [f"{prefix}-{i}" for i in range(40)]
+            for i, request_id in enumerate(ids):
+                request = Request(id=request_id, text=splits.traffic[i].text)
+                producer.send(topics.requests, key=request_id.encode(), value=request.to_bytes())
+            producer.flush()
+            records = TopicReader(stack.settings, topics.predictions).until(
+                lambda rs: set(ids) <= set(answered(rs)), timeout=120, what=f"answers to {prefix}"
+            )
+            return {answered(records)[i][-1].model_version for i in ids}
+
+        # v0002: its weights are altered after the checksum was taken.
+        corrupt = new_version()
+        weights = Path(corrupt.uri) / WEIGHTS_FILE
+        data = bytearray(weights.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        announce(stack.settings, corrupt)
+        wait_for(
+            lambda: all(
+                metric(w.metrics_port, "pgkd_serving_swaps_total", result="refused") >= 1 for w in workers
+            ),
+            "both workers refusing the corrupt version",
+        )
+        assert answers("after-corrupt") == {"v0001"}
+        assert all(w.health()["ok"] and w.alive for w in workers)
+
+        def staged(n: int) -> bool:  # the initial load counts as one
+            return all(metric(w.metrics_port, "pgkd_serving_swap_seconds_count") >= n for w in workers)
+
+        good = new_version()
+        announce(stack.settings, good)
+        wait_for(lambda: staged(2), "both workers staging the good version")
+        assert answers("after-good") == {good.version}
+        wait_for(
+            lambda: all(
+                metric(w.metrics_port, "pgkd_serving_model", version=good.version) == 1 for w in workers
+            ),
+            "both workers on the good version",
+        )
+
+        rollback(stack.settings, "v0001")
+        wait_for(lambda: staged(3), "both workers staging v0001 again")
+        # A worker swaps between batches, so it reports the rollback after its next batch.
+        assert answers("after-rollback") == {"v0001"}
+        wait_for(
+            lambda: all(metric(w.metrics_port, "pgkd_serving_model", version="v0001") == 1 for w in workers),
+            "both workers rolled back",
+        )
+        assert [r.version for r in registry.versions()] == ["v0001", corrupt.version, good.version]
