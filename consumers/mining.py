@@ -39,6 +39,7 @@ from pgkd.registry import ModelRegistry
 from pgkd.runner import build_teacher, load_splits
 from pgkd.student import Student
 from pgkd.teacher.base import prompt_hash
+from pgkd.teacher.breaker import CircuitBreaker
 from pgkd.teacher.shared import HourlyLimits, SharedTeacher
 from streams import connect, metrics
 from streams.events import EventDecodeError, HardEvent, Sample, decode
@@ -85,7 +86,12 @@ class Miner:
     """Decides what to ask the teacher, asks it, and turns answers into samples."""
 
     def __init__(
-        self, settings: StreamSettings, teacher: SharedTeacher, registry: ModelRegistry, splits: Splits
+        self,
+        settings: StreamSettings,
+        teacher: SharedTeacher,
+        registry: ModelRegistry,
+        splits: Splits,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.settings, self.teacher, self.registry, self.splits = settings, teacher, registry, splits
         self.window = HardWindow(min_hard=settings.min_hard, every_seconds=settings.generate_every_seconds)
@@ -95,6 +101,7 @@ class Miner:
         self._guidance: dict[str, Guidance] = {}
         self._counted: dict[str, float] = {}
         self.generations = 0
+        self.breaker = breaker
         self.busy = False  # a teacher job is running
         self.snapshot: dict[str, object] = {}  # for /healthz, which runs on another thread
 
@@ -228,7 +235,10 @@ class Miner:
         return self._guidance[version]
 
     def status(self) -> dict[str, object]:
+        circuit = self.breaker.state if self.breaker else "closed"
+        metrics.CIRCUIT_OPEN.set(1 if circuit == "open" else 0)
         return {
+            "circuit": circuit,
             "teacher_failures": self.backoff.failures,
             "to_label": len(self.to_label),
             "hard_window": len(self.window),
@@ -285,9 +295,13 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
     redis = connect.redis_client(settings)
     splits = load_splits(settings)
     embedder = Student.create(splits.labels, settings.base_model, max_length=settings.max_length)
-    teacher = build_teacher(settings, splits, embedder, stack)
+    breaker = CircuitBreaker(
+        build_teacher(settings, splits, embedder, stack),
+        failures=settings.teacher_breaker_failures,
+        cooldown=settings.teacher_breaker_cooldown,
+    )
     shared = SharedTeacher(
-        teacher,
+        breaker,
         redis,
         namespace=settings.namespace,
         limits=HourlyLimits(
@@ -298,7 +312,7 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
         ),
         cache_ttl=settings.teacher_cache_ttl,
     )
-    miner = Miner(settings, shared, connect.registry(settings, redis), splits)
+    miner = Miner(settings, shared, connect.registry(settings, redis), splits, breaker)
     send = runtime.faust_sender(app, topics.samples, topics.dead_letter)
 
     async def publish(samples: Sequence[Sample]) -> None:
@@ -366,7 +380,9 @@ def main() -> None:
         app, miner = build(settings, stack)
 
         def health() -> tuple[bool, dict[str, object]]:
-            return miner.backoff.failures < 5, dict(miner.snapshot)
+            # Not healthy while the teacher is out of reach: the circuit is open, or failing on.
+            snapshot = dict(miner.snapshot)
+            return snapshot.get("circuit") != "open" and miner.backoff.failures < 5, snapshot
 
         runtime.start_metrics(settings, SERVICE, health, labels=miner.teacher.labels)
         miner.count_usage()

@@ -65,6 +65,7 @@ TEACHER_COST = Counter("pgkd_teacher_cost", "Estimated teacher cost, in the conf
 TEACHER_CACHE_HITS = Counter(
     "pgkd_teacher_cache_hits", "Teacher answers served from the cache", ["operation"]
 )
+CIRCUIT_OPEN = Gauge("pgkd_teacher_circuit_open", "1 while the teacher's circuit breaker is open")
 BUDGET_REMAINING = Gauge("pgkd_teacher_budget_remaining", "What this hour's budget has left", ["resource"])
 SAMPLES = Counter("pgkd_samples_published", "Samples published to the samples topic", ["source"])
 SAMPLES_REJECTED = Counter("pgkd_samples_rejected", "Teacher samples rejected", ["reason"])

@@ -61,6 +61,8 @@ class StreamSettings(Settings):
     teacher_cost_per_hour: float | None = None
     teacher_calls_per_minute: int | None = None
     teacher_cache_ttl: int = Field(7 * 24 * 3600, ge=1)
+    teacher_breaker_failures: int = Field(5, ge=1, description="failures in a row that open the circuit")
+    teacher_breaker_cooldown: float = Field(30.0, gt=0, description="seconds the circuit stays open at first")
     # --- trainer
     retrain_every_samples: int = Field(32, ge=1)
     retrain_every_seconds: float = Field(300.0, gt=0)

@@ -149,7 +149,8 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
                     (
                         "{{operation}} {{outcome}}",
                         "sum by (operation, outcome) (increase(pgkd_teacher_calls_total[15m]))",
-                    )
+                    ),
+                    ("circuit open", "max(pgkd_teacher_circuit_open)"),
                 ],
                 "timeseries",
             ),

@@ -159,9 +159,20 @@ class Teacher(Protocol):
     ``TeacherResponseError`` from :mod:`pgkd.errors`; callers back off and try again later.
     """
 
-    name: str
-    labels: tuple[str, ...]
-    usage: TeacherUsage
+    @property
+    def name(self) -> str:
+        """Who answers, e.g. ``openai:gpt-4o-mini`` or ``simulated`` (reports and cache keys)."""
+        ...
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The taxonomy."""
+        ...
+
+    @property
+    def usage(self) -> TeacherUsage:
+        """What this teacher has spent so far."""
+        ...
 
     def label(self, texts: Sequence[str]) -> list[TeacherLabel]:
         """One :class:`TeacherLabel` per text, in order: a taxonomy label or an abstention."""
