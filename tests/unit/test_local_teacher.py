@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pgkd.errors import LocalTeacherError
-from pgkd.teacher import local
+from pgkd.teacher import local, models
 from pgkd.teacher.local import (
     DEFAULT_LOCAL_MODEL,
     MODELS,
@@ -52,7 +52,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         path = root / part.path
         return path if path.is_file() else None
 
-    monkeypatch.setattr(local, "locate_part", locate)
+    monkeypatch.setattr(models, "locate_part", locate)
     return root
 
 
@@ -131,8 +131,8 @@ def test_verified_copy_is_not_rehashed(site: Path, tmp_path: Path, monkeypatch: 
     path = resolve_model("fake", cache)
 
     hashed: list[Path] = []
-    real = local.sha256_file
-    monkeypatch.setattr(local, "sha256_file", lambda p: hashed.append(p) or real(p))
+    real = models.sha256_file
+    monkeypatch.setattr(models, "sha256_file", lambda p: hashed.append(p) or real(p))
     for _ in range(3):
         assert resolve_model("fake", cache) == path
     assert hashed == []
