@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 from redis.exceptions import LockError
 
 from consumers import runtime
@@ -44,6 +45,7 @@ from streams.settings import StreamSettings
 from streams.topics import Topics
 
 SERVICE = "trainer"
+RECONCILE_SECONDS = 30.0
 LOCK_SECONDS = 6 * 3600  # longer than any training; a crashed holder's lock expires after it
 log = logging.getLogger("pgkd.trainer")
 
@@ -169,6 +171,20 @@ class Trainer:
                 if current is None:
                     log.info("no model yet: training the seed-only student")
                     current = self.promote(self.train([]), reason="seed labels only", parent=None)
+        self.reconcile(current)
+        metrics.set_current_version(current.version)
+        self._current_gauges(current.metrics.get("validation"))
+        metrics.TRAINING_SET.labels(source="seed").set(len(self.splits.train))
+        return current
+
+    def reconcile(self, current: ModelRecord | None = None) -> None:
+        """Repair what a broker that lost its data (or a crash between promotion and announcement)
+        leaves behind: missing topics are created, and the current model is announced again if the
+        last ``model-updates`` record is not it. Cheap; the trainer runs it every half minute."""
+        connect.ensure_topics(self.settings)
+        current = current or self.registry.current()
+        if current is None:
+            return
         announced = self._last_announced()
         if announced is None or (announced.version, announced.sha256) != (current.version, current.sha256):
             log.info(
@@ -177,10 +193,6 @@ class Trainer:
                 announced and announced.version,
             )
             announce(self.settings, current, producer=self.producer)
-        metrics.set_current_version(current.version)
-        self._current_gauges(current.metrics.get("validation"))
-        metrics.TRAINING_SET.labels(source="seed").set(len(self.splits.train))
-        return current
 
     def train(self, samples: list[StoredSample]) -> Candidate:
         train = [*self.splits.train, *(s.example for s in samples)]
@@ -325,7 +337,6 @@ def run(settings: StreamSettings, stop: threading.Event) -> None:
     topics = Topics(settings.namespace)
     redis = connect.redis_client(settings)
     splits = load_splits(settings)
-    producer = connect.producer(settings)
     base = Student.create(
         splits.labels, settings.base_model, max_length=settings.max_length, seed=settings.seed
     )
@@ -335,7 +346,7 @@ def run(settings: StreamSettings, stop: threading.Event) -> None:
         connect.registry(settings, redis),
         SampleStore(redis, namespace=settings.namespace),
         redis,
-        producer,
+        connect.producer(settings),
         base,
     )
     status: dict[str, Any] = {"ok": False}  # what /healthz says, kept by the loop (no Redis call)
@@ -347,6 +358,7 @@ def run(settings: StreamSettings, stop: threading.Event) -> None:
     )
     lag = runtime.LagGauge(SERVICE)
     failures = 0
+    reconciled = time.monotonic()
     try:
         while not stop.is_set():
             try:
@@ -356,7 +368,9 @@ def run(settings: StreamSettings, stop: threading.Event) -> None:
                     good, dead = trainer.ingest(records)
                     trainer.store.add(good)
                     for value in dead:
-                        connect.send_and_confirm(producer, topics.dead_letter, topics.samples.encode(), value)
+                        connect.send_and_confirm(
+                            trainer.producer, topics.dead_letter, topics.samples.encode(), value
+                        )
                     consumer.commit()  # only after the samples are in Redis: at-least-once
                 lag.update(
                     {
@@ -366,17 +380,26 @@ def run(settings: StreamSettings, stop: threading.Event) -> None:
                     }
                 )
                 trainer.maybe_retrain()
+                if time.monotonic() - reconciled >= RECONCILE_SECONDS:
+                    trainer.reconcile()
+                    reconciled = time.monotonic()
                 status.update(ok=True, pending=trainer.pending(), error=None)
                 failures = 0
             except Exception as exc:  # Redis, the broker or a training failure: retry, never die
                 failures += 1
                 status.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
                 log.exception("trainer loop failed (%d in a row); retrying", failures)
+                if isinstance(exc, KafkaError):
+                    # A producer whose broker lost its state (a restarted tansu, a failed-over
+                    # cluster) can stay in a fatal idempotence error for good: start a fresh one.
+                    with contextlib.suppress(Exception):
+                        trainer.producer.close(timeout=5)
+                    trainer.producer = connect.producer(settings)
                 _rewind(consumer)
                 stop.wait(min(60.0, 2.0 * failures))
     finally:
         consumer.close()
-        producer.close()
+        trainer.producer.close()
 
 
 def _rewind(consumer: Any) -> None:

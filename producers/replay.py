@@ -62,6 +62,7 @@ class Replayer:
         self.rate, self.fraction, self.delay = rate, feedback_fraction, feedback_delay
         self.rng = random.Random(seed)
         self.prefix = id_prefix or f"replay-{uuid.uuid4().hex[:8]}"
+        self.sent = 0  # numbers request ids across runs: a second run must not reuse the first's ids
 
     def run(
         self,
@@ -81,7 +82,8 @@ class Replayer:
                 break
             if self.rate is not None:
                 self._send_feedback(due, report, until=start + i / self.rate)
-            request_id = f"{self.prefix}-{i:06d}"
+            request_id = f"{self.prefix}-{self.sent:06d}"
+            self.sent += 1
             self.producer.send(
                 self.topics.requests,
                 key=request_id.encode(),

@@ -52,9 +52,22 @@ def kafka_options(settings: StreamSettings) -> dict[str, Any]:
     return options
 
 
+# Topics are created by ensure_topics only: a client that auto-created one on a broker that has just
+# lost its data (or has never seen the deployment) would give it the broker's default partition
+# count, and model-updates must have exactly one.
+NO_AUTO_CREATE = {"allow_auto_create_topics": False}
+
+
 def producer(settings: StreamSettings, **overrides: Any) -> KafkaProducer:
     """An idempotent-enough producer: acks from all replicas, small linger for batching."""
-    options = {**kafka_options(settings), "acks": "all", "linger_ms": 5, "retries": 10, **overrides}
+    options = {
+        **kafka_options(settings),
+        **NO_AUTO_CREATE,
+        "acks": "all",
+        "linger_ms": 5,
+        "retries": 10,
+        **overrides,
+    }
     return KafkaProducer(**options)
 
 
@@ -63,6 +76,7 @@ def consumer(settings: StreamSettings, *topics: str, group: str | None, **overri
     session_ms = int(settings.kafka_session_timeout * 1000)
     options = {
         **kafka_options(settings),
+        **NO_AUTO_CREATE,
         "group_id": group,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -144,14 +158,42 @@ def ensure_topics(settings: StreamSettings, *, timeout: float = 30.0) -> dict[st
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another service was first
                 admin.create_topics(missing)
-        updates = admin.describe_topics([topics.model_updates])[0]
-        if len(updates.get("partitions", [])) > 1:
-            raise RuntimeError(
-                f"{topics.model_updates} has {len(updates['partitions'])} partitions; it must have 1"
-            )
+        _single_partition_updates(settings, admin, topics.model_updates)
     finally:
         admin.close()
     return layout
+
+
+def _single_partition_updates(settings: StreamSettings, admin: KafkaAdminClient, name: str) -> None:
+    """Make sure ``model-updates`` has one partition. A broker that auto-creates topics (tansu does
+    on a fetch, even with auto-creation off in the client) can recreate it with its default count
+    after losing its data, before the trainer gets there: such a topic is empty, so it is replaced.
+    One with records is a misconfiguration, left for a person to fix."""
+
+    def partitions() -> int:
+        return len(admin.describe_topics([name])[0].get("partitions", []))
+
+    count = partitions()
+    if count <= 1:
+        return
+    probe = KafkaConsumer(**kafka_options(settings), **NO_AUTO_CREATE, group_id=None)
+    try:
+        ends = probe.end_offsets([TopicPartition(name, p) for p in range(count)])
+    finally:
+        probe.close()
+    if any(ends.values()):
+        raise RuntimeError(f"{name} has {count} partitions and records; it must have 1")
+    log.warning("%s was auto-created with %d partitions and is empty: recreating it with 1", name, count)
+    spec = NewTopic(name, 1, settings.replication_factor, topic_configs={"cleanup.policy": "compact"})
+    for _ in range(20):  # a worker's fetch can auto-create it again in between: repeat until ours
+        with contextlib.suppress(KafkaError):
+            admin.delete_topics([name])
+        with contextlib.suppress(TopicAlreadyExistsError):
+            admin.create_topics([spec])
+        if partitions() == 1:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"could not recreate {name} with one partition")
 
 
 def assign_all(consumer: KafkaConsumer, topic: str, *, from_beginning: bool) -> list[TopicPartition]:

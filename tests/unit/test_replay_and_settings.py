@@ -42,6 +42,13 @@ def test_replay_sends_every_request_and_feedback_after_it():
         assert f.label == report.gold[f.id] and when >= sent_at[f.id]
 
 
+def test_a_second_run_of_one_replayer_never_reuses_a_request_id():
+    replayer = Replayer(RecordingProducer(), Topics("t"), feedback_fraction=0.0, id_prefix="r")
+    examples = [Example(f"text {i}", "a") for i in range(5)]
+    first, second = replayer.run(examples), replayer.run(examples)
+    assert len(set(first.ids) | set(second.ids)) == 10
+
+
 def test_replay_paces_to_the_rate():
     producer = RecordingProducer()
     started = time.monotonic()

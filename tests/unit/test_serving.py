@@ -94,3 +94,27 @@ def test_a_rollback_to_the_current_model_drops_a_newer_staged_one(tmp_path, two_
     slot.stage(b.version, b.uri, b.sha256)  # v0002 waits for the next batch ...
     assert slot.stage(a.version, a.uri, a.sha256) is None  # ... when v0001 is announced again
     assert slot.swap() is None and slot.current.version == "v0001"
+
+
+def test_an_int8_slot_serves_quantised_copies_of_verified_versions(tmp_path, two_versions):
+    a, b = two_versions
+    slot = ModelSlot(cache_dir=tmp_path / "cache", inference="int8")
+    slot.stage(a.version, a.uri, a.sha256)
+    assert slot.current.student.inference == "int8"
+    verdicts = slot.classify(slot.current, ["markets fell", "the striker scored"])
+    assert len(verdicts.labels) == 2 and set(verdicts.labels) <= set(LABELS)
+    with pytest.raises(ModelError, match="checksum"):
+        slot.stage(b.version, b.uri, "0" * 64)  # quantising comes after the checksum, never instead
+
+
+def test_texts_are_cut_to_max_chars_before_the_model_sees_them(tmp_path, two_versions, monkeypatch):
+    a, _ = two_versions
+    slot = ModelSlot(cache_dir=tmp_path / "cache", max_chars=5)
+    slot.stage(a.version, a.uri, a.sha256)
+    seen: list[str] = []
+    real = slot.current.student.predict
+    monkeypatch.setattr(
+        slot.current.student, "predict", lambda texts, **kw: seen.extend(texts) or real(texts, **kw)
+    )
+    slot.classify(slot.current, ["x" * 1_000_000, "the match"])
+    assert seen == ["xxxxx", "the m"]
