@@ -237,6 +237,7 @@ def build(settings: StreamSettings) -> tuple[Any, ModelSlot, UpdateWatcher]:
         cache_dir=Path(tempfile.gettempdir()) / f"pgkd-model-cache-{settings.namespace}",
         max_chars=settings.serve_max_chars,
         batch_size=settings.serve_batch,
+        inference=settings.serve_inference,
     )
     watcher = UpdateWatcher(settings, slot)
     send = runtime.faust_sender(app, topics.predictions, topics.hard, topics.dead_letter)

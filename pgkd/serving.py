@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pgkd.errors import ModelError
 from pgkd.registry import fetch_model
-from pgkd.student import Predictions, Student
+from pgkd.student import Inference, Predictions, Student
 
 WARMUP_TEXTS = ("Warm-up text for a new model.", "A second, somewhat longer warm-up text for padding.")
 
@@ -37,14 +37,22 @@ class LoadedModel:
 class ModelSlot:
     """The current model of a worker and at most one staged successor; thread-safe.
 
-    ``max_chars`` cuts every text before tokenisation (a 1 MB request costs no more than a long one).
+    ``max_chars`` cuts every text before tokenisation (a 1 MB request costs no more than a long one);
+    ``inference`` is how each loaded model runs (see :meth:`Student.for_inference`).
     """
 
-    def __init__(self, *, cache_dir: str | Path, max_chars: int = 2000, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        cache_dir: str | Path,
+        max_chars: int = 2000,
+        batch_size: int = 64,
+        inference: Inference = "eager",
+    ) -> None:
         if max_chars < 1 or batch_size < 1:
             raise ValueError(f"max_chars and batch_size must be >= 1, got {max_chars}, {batch_size}")
         self.cache_dir = Path(cache_dir)
-        self.max_chars, self.batch_size = max_chars, batch_size
+        self.max_chars, self.batch_size, self.inference = max_chars, batch_size, inference
         self._lock = threading.Lock()
         self._current: LoadedModel | None = None
         self._staged: LoadedModel | None = None
@@ -71,7 +79,7 @@ class ModelSlot:
             if self._staged is not None and self._staged.version == version:
                 return None
         started = time.perf_counter()
-        student = fetch_model(uri, sha256, self.cache_dir)
+        student = fetch_model(uri, sha256, self.cache_dir).for_inference(self.inference)
         student.predict(list(WARMUP_TEXTS), batch_size=self.batch_size)
         loaded = LoadedModel(version, student, sha256, time.perf_counter() - started)
         with self._lock:

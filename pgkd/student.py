@@ -8,7 +8,8 @@ Two ways to train it, because continuous retraining has to fit a 2-core CPU:
 
 Both early-stop on validation loss and keep the best epoch. A trained student is saved as a
 directory holding safetensors weights, the tokenizer, the label map and ``pgkd.json`` metadata
-(version, parent, data fingerprint, metrics, checksum); nothing else is ever loaded.
+(version, parent, data fingerprint, metrics, checksum); nothing else is ever loaded. For serving,
+:meth:`Student.for_inference` gives an int8 copy (dynamically quantised encoder) that predicts only.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pgkd.errors import ModelError
 
 Pooling = Literal["mean", "cls"]
 TrainMode = Literal["head", "full"]
+Inference = Literal["eager", "int8"]
 METADATA_FILE = "pgkd.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
@@ -150,6 +152,7 @@ class Student:
         self.labels: tuple[str, ...] = tuple(metadata.labels)
         self._label_index = {c: i for i, c in enumerate(self.labels)}
         self._features: dict[str, torch.Tensor] = {}  # text -> pooled encoder features (head mode)
+        self.inference: Inference = "eager"
         self._classifier()  # fail early on an architecture whose head we cannot drive
 
     # -- construction -----------------------------------------------------------------------------
@@ -209,6 +212,7 @@ class Student:
 
     def save(self, directory: str | Path) -> Path:
         """Write weights (safetensors), tokenizer and metadata; returns the directory."""
+        self._trainable("save")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory, safe_serialization=True)
@@ -230,6 +234,31 @@ class Student:
         twin = Student(copy.deepcopy(self.model), self.tokenizer, meta)
         twin._features = self._features
         return twin
+
+    def for_inference(self, inference: Inference) -> Student:
+        """This student as served: ``"eager"`` is itself; ``"int8"`` is a copy whose encoder linear
+        layers hold int8 weights and quantise their activations per batch (PyTorch dynamic
+        quantisation, CPU only; the classifier head stays float32). The copy predicts and embeds; it
+        cannot be trained or saved."""
+        if inference == "eager":
+            return self
+        if inference != "int8":
+            raise ModelError(f"unknown inference mode {inference!r}; choose eager or int8")
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        model = copy.deepcopy(self.model).eval()
+        with warnings.catch_warnings():  # torch.ao's deprecation notice: the kernels are current
+            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+            quantize_dynamic(model.base_model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        twin = Student(model, self.tokenizer, copy.deepcopy(self.metadata))
+        twin.inference = "int8"
+        return twin
+
+    def _trainable(self, action: str) -> None:
+        if self.inference != "eager":
+            raise ModelError(f"cannot {action} an {self.inference} inference copy; use the original student")
 
     def reset_head(self, seed: int = 0) -> None:
         """Re-initialise the classifier, so a retrain does not depend on the previous fit."""
@@ -285,6 +314,7 @@ class Student:
         on_epoch: Callable[[dict[str, float]], None] | None = None,
     ) -> FitResult:
         """Train in place, early-stopping on validation loss; the best epoch's weights are kept."""
+        self._trainable("train")
         if not train or not validation:
             raise ModelError("fit needs non-empty train and validation sets")
         unknown = {e.label for e in [*train, *validation]} - set(self.labels)

@@ -42,6 +42,9 @@ class StreamSettings(Settings):
     serve_batch: int = Field(64, ge=1, le=4096, description="max requests per micro-batch")
     serve_wait_ms: float = Field(10.0, ge=0, description="max wait to fill a micro-batch")
     serve_max_chars: int = Field(2000, ge=1, description="texts are cut to this before tokenising")
+    serve_inference: Literal["eager", "int8"] = Field(
+        "eager", description="eager (float32) or int8 (dynamically quantised encoder; see BENCHMARKS.md)"
+    )
     low_confidence: float = Field(0.5, ge=0, le=1, description="uncertainty above this goes to `hard`")
     uncertainty_rule: UncertaintyRule = "confidence"
     include_probs: bool = False

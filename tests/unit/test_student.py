@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from pgkd.errors import ModelError
 from pgkd.student import Student, TrainConfig
@@ -129,3 +130,29 @@ def test_embed_is_normalised_and_cache_is_consistent(tiny_encoder):
     e2 = s.embed(list(reversed(texts)), cache=False)
     assert np.allclose(np.linalg.norm(e1, axis=1), 1.0, atol=1e-5)
     assert np.allclose(e1, e2[::-1], atol=1e-5)
+
+
+def test_int8_inference_copy_predicts_like_the_original_and_refuses_training(tiny_encoder, data, tmp_path):
+    train, val = data
+    s = Student.create(LABELS, tiny_encoder, seed=1)
+    s.fit(train, val, TrainConfig(mode="head", max_epochs=60, learning_rate=5e-2))
+    q = s.for_inference("int8")
+    assert s.for_inference("eager") is s
+    assert q is not s and q.inference == "int8" and s.inference == "eager"
+    kinds = {type(m) for m in q.model.base_model.modules()}
+    assert torch.ao.nn.quantized.dynamic.Linear in kinds and torch.nn.Linear not in kinds
+    assert type(q.model.classifier) is torch.nn.Linear  # the head stays float
+    texts = [e.text for e in val]
+    exact, fast = s.predict(texts), q.predict(texts)
+    assert fast.probs.shape == exact.probs.shape
+    assert np.allclose(fast.probs.sum(axis=1), 1.0, atol=1e-5)
+    agreement = np.mean([a == b for a, b in zip(exact.labels, fast.labels, strict=True)])
+    assert agreement >= 0.9
+    # The original is untouched: its encoder still holds float weights and predicts as before.
+    assert np.allclose(s.predict(texts).probs, exact.probs)
+    with pytest.raises(ModelError, match="int8"):
+        q.fit(train, val)
+    with pytest.raises(ModelError, match="int8"):
+        q.save(tmp_path / "q")
+    with pytest.raises(ModelError, match="inference mode"):
+        s.for_inference("fp4")  # type: ignore[arg-type]
