@@ -96,6 +96,7 @@ def main() -> None:
                     "completion_tokens_per_call": usage.completion_tokens / len(texts),
                 }
                 console.print(dataset, shots, row[f"teacher_{shots}shot"])
+                save(args.out, [*results, row])  # an interrupted run keeps what it measured
             best = max((row[f"teacher_{s}shot"] for s in args.shots), key=lambda r: r["accuracy"])
             s, t = row["student"], best
             core_hour = args.cpu_hour / 3600 * 2  # 2 cores busy, $ per second
@@ -116,8 +117,12 @@ def main() -> None:
             c["cost_ratio_api"] = c["teacher_api_cost_per_1000"] / c["student_cost_per_1000"]
             console.print(row)
             results.append(row)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=2))
+            save(args.out, results)
+
+
+def save(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

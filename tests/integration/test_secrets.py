@@ -1,5 +1,5 @@
-"""Secrets never leave the settings: the teacher API key and the Redis password appear in no log,
-no metric, no health answer, no registry record or model metadata, and no dead letter."""
+"""Secrets never leave the settings: the teacher API key and the Redis and Kafka passwords appear
+in no log, no metric, no health answer, no registry record or model metadata, and no dead letter."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ pytestmark = pytest.mark.slow
 
 API_KEY = "sk-pgkd-test-1b2c3d4e5f6a7b8c9d0e"
 REDIS_PASSWORD = "redis-pw-9f8e7d6c5b4a"
+# tansu has no SASL, so this one travels through the settings and the services' environment only
+# (the protocol stays PLAINTEXT): what is checked is that nothing prints or exports it.
+KAFKA_PASSWORD = "kafka-pw-0a1b2c3d4e5f"
 
 
 def test_no_secret_in_logs_metrics_health_registry_or_dead_letters(broker, namespace, tmp_path):
@@ -37,6 +40,8 @@ def test_no_secret_in_logs_metrics_health_registry_or_dead_letters(broker, names
                 teacher_url=teacher.base_url,
                 teacher_model="scripted",
                 teacher_api_key=API_KEY,
+                kafka_sasl_username="pgkd",
+                kafka_sasl_password=KAFKA_PASSWORD,
                 low_confidence=0.2,
                 retrain_every_samples=5,
                 retrain_every_seconds=5.0,
@@ -86,7 +91,7 @@ def test_no_secret_in_logs_metrics_health_registry_or_dead_letters(broker, names
             for p in files
             if "redis" not in p.parts and p.stat().st_size < 50_000_000
         ]
-        for secret in (API_KEY, REDIS_PASSWORD):
+        for secret in (API_KEY, REDIS_PASSWORD, KAFKA_PASSWORD):
             leaks = [
                 text[max(0, text.find(secret) - 80) : text.find(secret) + 40]
                 for text in exposed
