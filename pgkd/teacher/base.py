@@ -194,6 +194,26 @@ class Teacher(Protocol):
         ...
 
 
+class WrappedTeacher:
+    """Base of a teacher that adds behaviour around ``inner`` (a breaker, a shared cache): who
+    answers, the taxonomy and the spending are the inner teacher's."""
+
+    def __init__(self, inner: Teacher) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.inner.labels
+
+    @property
+    def usage(self) -> TeacherUsage:
+        return self.inner.usage
+
+
 def spread(classes: Sequence[str], n: int, labels: Sequence[str]) -> dict[str, int]:
     """How many samples each requested class gets: ``n`` spread evenly, the first classes (the
     weakest, as :func:`pgkd.mining.target_classes` orders them) taking the remainder.

@@ -19,13 +19,13 @@ from typing import Literal, TypeVar
 
 from pgkd.errors import TeacherBudgetExceeded, TeacherError, TeacherRateLimited, TeacherUnavailable
 from pgkd.mining import ScoredExample
-from pgkd.teacher.base import GenerationResult, Teacher, TeacherLabel, TeacherUsage
+from pgkd.teacher.base import GenerationResult, Teacher, TeacherLabel, WrappedTeacher
 
 T = TypeVar("T")
 State = Literal["closed", "open", "half_open"]
 
 
-class CircuitBreaker:
+class CircuitBreaker(WrappedTeacher):
     """``teacher`` behind a circuit breaker (see the module docstring); thread-safe."""
 
     def __init__(
@@ -42,7 +42,8 @@ class CircuitBreaker:
                 "need failures >= 1 and 0 < cooldown <= max_cooldown, "
                 f"got {failures}, {cooldown}, {max_cooldown}"
             )
-        self.inner, self.threshold = teacher, failures
+        super().__init__(teacher)
+        self.threshold = failures
         self.base_cooldown, self.max_cooldown, self.clock = cooldown, max_cooldown, clock
         self.consecutive_failures = 0
         self.opened_at: float | None = None
@@ -50,18 +51,6 @@ class CircuitBreaker:
         self.trips = 0  # how many times the circuit opened
         self._lock = threading.Lock()
         self._trial = False
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.inner.labels
-
-    @property
-    def usage(self) -> TeacherUsage:
-        return self.inner.usage
 
     @property
     def state(self) -> State:

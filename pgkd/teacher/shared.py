@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar
 from pgkd.data import Example
 from pgkd.errors import TeacherBudgetExceeded, TeacherRateLimited
 from pgkd.mining import ScoredExample
-from pgkd.teacher.base import GenerationResult, Teacher, TeacherLabel, TeacherUsage, prompt_hash
+from pgkd.teacher.base import GenerationResult, Teacher, TeacherLabel, WrappedTeacher, prompt_hash
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class HourlyLimits:
                 raise ValueError(f"HourlyLimits.{name} must not be negative, got {value}")
 
 
-class SharedTeacher:
+class SharedTeacher(WrappedTeacher):
     """``teacher`` with a Redis-backed cache, budget and rate limit (see the module docstring)."""
 
     def __init__(
@@ -62,22 +62,11 @@ class SharedTeacher:
         cache_ttl: int = 7 * 24 * 3600,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.inner, self.redis, self.limits = teacher, redis, limits
+        super().__init__(teacher)
+        self.redis, self.limits = redis, limits
         self.cache_ttl, self.clock = cache_ttl, clock
         self.prefix = f"{namespace}:teacher"
         self.cache_hits: Counter[str] = Counter()
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.inner.labels
-
-    @property
-    def usage(self) -> TeacherUsage:
-        return self.inner.usage
 
     # -- the Teacher verbs -------------------------------------------------------------------------
 
