@@ -1,44 +1,31 @@
 """Run every benchmark behind BENCHMARKS.md, one after another (hours on a 2-core CPU).
 
 python benchmarks/run_all.py
+
+Each command is the one quoted with its table in BENCHMARKS.md; run them on a quiet machine, since
+the timings share the CPU with anything else that runs.
 """
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 
 COMMANDS = [
-    [
-        "benchmarks/distill_seeds.py",
-        "--datasets",
-        "bbc",
-        "wordnet",
-        "--teachers",
-        "simulated",
-        "--seeds",
-        "0",
-        "1",
-        "2",
-    ],
-    [
-        "benchmarks/distill_seeds.py",
-        "--datasets",
-        "bbc",
-        "wordnet",
-        "--teachers",
-        "local",
-        "--seeds",
-        "0",
-        "1",
-        "2",
-    ],
-    ["benchmarks/student_vs_teacher.py", "--datasets", "bbc", "wordnet", "--n", "200", "--shots", "0", "4"],
-    ["benchmarks/student_modes.py", "--datasets", "bbc", "wordnet"],
-    ["benchmarks/local_teacher_candidates.py", "40", "runs/local_teacher_candidates.json"],
+    "benchmarks/distill_seeds.py --datasets bbc wordnet --teachers simulated --seeds 0 1 2",
+    "benchmarks/distill_seeds.py --datasets bbc wordnet --teachers local --seeds 0 1 2",
+    "benchmarks/local_teacher_candidates.py 40 runs/local_teacher_candidates.json",
+    "benchmarks/student_vs_teacher.py --datasets bbc wordnet --n 200 --shots 0 4",
+    "benchmarks/student_modes.py --datasets bbc wordnet --seed 0",
+    "benchmarks/serving.py --n 600 --chars 2000 200 --seconds 40",
+    "benchmarks/student_inference.py --datasets bbc wordnet",
+    "benchmarks/swap_memory.py --swaps 20",
+    "benchmarks/retrain_time.py --datasets bbc wordnet --samples 0 100 300 600 --full-samples 0 300",
+    "benchmarks/scale_out.py --workers 1 2 4 --n 1200 --chars 200",
 ]
 
 if __name__ == "__main__":
     for command in COMMANDS:
-        print("$ python", " ".join(command), flush=True)
-        subprocess.run([sys.executable, *command], check=True)
+        print("$ python", command, flush=True)
+        subprocess.run([sys.executable, *shlex.split(command)], check=True)
