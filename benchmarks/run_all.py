@@ -16,7 +16,7 @@ COMMANDS = [
     "benchmarks/distill_seeds.py --datasets bbc wordnet --teachers simulated --seeds 0 1 2",
     "benchmarks/distill_seeds.py --datasets bbc wordnet --teachers local --seeds 0 1 2",
     "benchmarks/local_teacher_candidates.py 40 runs/local_teacher_candidates.json",
-    "benchmarks/student_vs_teacher.py --datasets bbc wordnet --n 200 --shots 0 4",
+    "benchmarks/student_vs_teacher.py --datasets wordnet bbc --n 200 --shots 0 4",
     "benchmarks/student_modes.py --datasets bbc wordnet --seed 0",
     "benchmarks/serving.py --n 600 --chars 2000 200 --seconds 40",
     "benchmarks/student_inference.py --datasets bbc wordnet",
