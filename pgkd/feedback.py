@@ -4,9 +4,9 @@ Three facts about a request arrive separately and in any order: its text (from `
 student's verdict (from ``predictions``) and, for some, the ground truth (from ``feedback``). Each is
 written into one Redis hash per request id by a Lua script that also says, atomically, whether this
 write completed the join. The writer that completes it *claims* it; once it has delivered what the
-join leads to, it :meth:`~FeedbackJoin.confirm`\ s it, and the join is never emitted again. A claim not
-confirmed within ``lease`` seconds (its writer crashed) is handed to the next writer of that
-request, e.g. the replay after a restart: each join is emitted once, and at least once.
+join leads to, it confirms it (:meth:`~FeedbackJoin.confirm`), and the join is never emitted
+again. A claim not confirmed within ``lease`` seconds (its writer crashed) is handed to the next
+writer of that request, e.g. the replay after a restart: each join is emitted once, and at least once.
 
 Every hash expires ``ttl`` seconds after its last write and texts are cut to ``max_text_chars``,
 which bounds memory to about ``request rate x ttl x (max_text_chars + 200)`` bytes.
