@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pgkd.teacher.local import DEFAULT_LOCAL_MODEL, LocalTeacherServer
+from tests.integration.live import KafkaClients
 
 HERE = Path(__file__).resolve().parent
 
@@ -124,6 +125,14 @@ def namespace(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
     keys = list(client.scan_iter(f"{name}:*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture()
+def kafka() -> Iterator[KafkaClients]:
+    """Producers and topic readers for one test, closed after it."""
+    clients = KafkaClients()
+    yield clients
+    clients.close()
 
 
 @pytest.fixture()

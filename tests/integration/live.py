@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kafka import TopicPartition
+from kafka import KafkaProducer, TopicPartition
 
 from streams import connect
 from streams.events import Prediction, decode
@@ -72,6 +72,31 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+class KafkaClients:
+    """A test's own producers and topic readers, all closed when it ends: a client left open keeps
+    its network thread running (and the broker connection open) for the rest of the session."""
+
+    def __init__(self) -> None:
+        self._producers: list[KafkaProducer] = []
+        self._readers: list[TopicReader] = []
+
+    def producer(self, settings: StreamSettings, **overrides: Any) -> KafkaProducer:
+        producer = connect.producer(settings, **overrides)
+        self._producers.append(producer)
+        return producer
+
+    def reader(self, settings: StreamSettings, topic: str) -> TopicReader:
+        reader = TopicReader(settings, topic)
+        self._readers.append(reader)
+        return reader
+
+    def close(self) -> None:
+        for reader in self._readers:
+            reader.close()
+        for producer in self._producers:
+            producer.close(timeout=10)  # bounded: the broker may already be gone
 
 
 def answered(records: list[Any]) -> dict[str, list[Prediction]]:

@@ -18,7 +18,7 @@ from producers.replay import Replayer
 from streams import connect
 from streams.stack import EmbeddedStack, start_broker
 from streams.topics import Topics
-from tests.integration.live import TopicReader, answered, live_settings
+from tests.integration.live import answered, live_settings
 from tests.integration.test_redis_outage import wait_until
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def topic_exists(settings, topic: str) -> bool:
         consumer.close()
 
 
-def test_services_reconnect_to_a_restarted_broker(redis_url, namespace, tmp_path):
+def test_services_reconnect_to_a_restarted_broker(redis_url, namespace, tmp_path, kafka):
     log = tmp_path / "broker.log"
     broker, address = start_broker(log)
     port = int(address.rsplit(":", 1)[1])
@@ -43,9 +43,9 @@ def test_services_reconnect_to_a_restarted_broker(redis_url, namespace, tmp_path
             stack.wait_healthy(timeout=300)
             traffic = list(load_splits(settings).traffic)
             before = Replayer(
-                connect.producer(stack.settings), topics, feedback_fraction=0.0, id_prefix="before"
+                kafka.producer(stack.settings), topics, feedback_fraction=0.0, id_prefix="before"
             ).run(traffic[:50])
-            reader = TopicReader(stack.settings, topics.predictions)
+            reader = kafka.reader(stack.settings, topics.predictions)
             reader.until(lambda rs: set(before.ids) <= set(answered(rs)), 120, "answers before the restart")
             reader.close()
             version = {p.model_version for ps in answered(reader.records).values() for p in ps}
@@ -56,9 +56,9 @@ def test_services_reconnect_to_a_restarted_broker(redis_url, namespace, tmp_path
             # The trainer recreates the topics (empty broker) and re-announces its model.
             wait_until(lambda: topic_exists(stack.settings, topics.predictions), 120, "recreated topics")
             after = Replayer(
-                connect.producer(stack.settings), topics, feedback_fraction=0.0, id_prefix="after"
+                kafka.producer(stack.settings), topics, feedback_fraction=0.0, id_prefix="after"
             ).run(traffic[50:100])
-            reader = TopicReader(stack.settings, topics.predictions)
+            reader = kafka.reader(stack.settings, topics.predictions)
             records = reader.until(
                 lambda rs: set(after.ids) <= set(answered(rs)), 300, "answers after the restart"
             )

@@ -23,7 +23,7 @@ from streams import connect
 from streams.events import EventDecodeError, Sample, decode, sample_key
 from streams.stack import EmbeddedStack
 from streams.topics import Topics
-from tests.integration.live import BUSY, TopicReader, answered, live_settings
+from tests.integration.live import BUSY, answered, live_settings
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def published_sample_keys(settings, topic: str, labels: frozenset[str], held_out
         consumer.close()
 
 
-def test_each_consumer_killed_at_a_random_point_loses_nothing(broker, redis_url, namespace, tmp_path):
+def test_each_consumer_killed_at_a_random_point_loses_nothing(broker, redis_url, namespace, tmp_path, kafka):
     seed = int(os.environ.get("PGKD_CHAOS_SEED", random.SystemRandom().randrange(10**6)))
     rng = random.Random(seed)
     settings = live_settings(
@@ -80,7 +80,7 @@ def test_each_consumer_killed_at_a_random_point_loses_nothing(broker, redis_url,
         stack.wait_healthy(timeout=300)
         report = ReplayReport()
         replayer = Replayer(
-            connect.producer(stack.settings),
+            kafka.producer(stack.settings),
             topics,
             feedback_fraction=0.3,
             feedback_delay=1.0,
@@ -90,7 +90,7 @@ def test_each_consumer_killed_at_a_random_point_loses_nothing(broker, redis_url,
             target=replayer.run, args=(examples,), kwargs={"report": report}, daemon=True
         )
         thread.start()
-        predictions = TopicReader(stack.settings, topics.predictions)
+        predictions = kafka.reader(stack.settings, topics.predictions)
         for at, service, pause in schedule:
             predictions.until(lambda rs, at=at: len(rs) >= at, 600, f"{int(at)} predictions ({context})")
             stack.kill("serving-0" if service == "serving" else service)

@@ -29,13 +29,13 @@ from streams.events import (
 )
 from streams.stack import EmbeddedStack
 from streams.topics import Topics
-from tests.integration.live import TopicReader, answered, live_settings, metric
+from tests.integration.live import answered, live_settings, metric
 
 pytestmark = pytest.mark.slow
 
 
 def test_end_to_end_hard_events_mined_samples_generated_model_promoted_and_hot_swapped(
-    broker, redis_url, namespace, tmp_path, local_teacher_url, local_teacher_model
+    broker, redis_url, namespace, tmp_path, local_teacher_url, local_teacher_model, kafka
 ):
     settings = live_settings(
         broker,
@@ -58,13 +58,13 @@ def test_end_to_end_hard_events_mined_samples_generated_model_promoted_and_hot_s
     with EmbeddedStack(settings, tmp_path / "stack") as stack:
         stack.wait_healthy(timeout=600)
         traffic = list(load_splits(settings).traffic)
-        predictions = TopicReader(stack.settings, topics.predictions)
+        predictions = kafka.reader(stack.settings, topics.predictions)
         stop = threading.Event()
         report = ReplayReport()
 
         def replay() -> None:  # a steady trickle until a hot-swap has been seen
             replayer = Replayer(
-                connect.producer(stack.settings),
+                kafka.producer(stack.settings),
                 topics,
                 rate=8,
                 feedback_fraction=0.5,
@@ -103,12 +103,12 @@ def test_end_to_end_hard_events_mined_samples_generated_model_promoted_and_hot_s
 
         hard = [
             decode(HardEvent, r.value)
-            for r in TopicReader(stack.settings, topics.hard).until(
+            for r in kafka.reader(stack.settings, topics.hard).until(
                 lambda rs: len(rs) > 0, timeout=30, what="hard events"
             )
         ]
         assert {h.reason for h in hard} >= {"misclassified"}
-        samples = TopicReader(stack.settings, topics.samples).until(
+        samples = kafka.reader(stack.settings, topics.samples).until(
             lambda rs: any(decode(Sample, r.value).source.startswith("teacher") for r in rs),
             timeout=600,
             what="a sample from the teacher",
@@ -134,7 +134,7 @@ def test_end_to_end_hard_events_mined_samples_generated_model_promoted_and_hot_s
         # Rollback: every serving worker goes back to the first model.
         rollback(stack.settings, "v0001")
         time.sleep(3)
-        producer = connect.producer(stack.settings)
+        producer = kafka.producer(stack.settings)
         ids = [f"after-rollback-{i}" for i in range(10)]
         for i, request_id in enumerate(ids):
             producer.send(
@@ -150,7 +150,7 @@ def test_end_to_end_hard_events_mined_samples_generated_model_promoted_and_hot_s
         assert registry.current().version == "v0001"
 
 
-def test_serving_killed_mid_stream_loses_no_request(broker, redis_url, namespace, tmp_path):
+def test_serving_killed_mid_stream_loses_no_request(broker, redis_url, namespace, tmp_path, kafka):
     settings = live_settings(broker, redis_url, namespace, tmp_path, serve_max_chars=200, serve_batch=32)
     topics = Topics(namespace)
     with EmbeddedStack(settings, tmp_path / "stack", services=("trainer", "serving")) as stack:
@@ -158,9 +158,9 @@ def test_serving_killed_mid_stream_loses_no_request(broker, redis_url, namespace
         traffic = list(load_splits(settings).traffic)
         examples = (traffic * 3)[:1500]
         report = Replayer(
-            connect.producer(stack.settings), topics, feedback_fraction=0.0, id_prefix="kill"
+            kafka.producer(stack.settings), topics, feedback_fraction=0.0, id_prefix="kill"
         ).run(examples)
-        predictions = TopicReader(stack.settings, topics.predictions)
+        predictions = kafka.reader(stack.settings, topics.predictions)
         predictions.until(lambda rs: len(rs) >= 300, timeout=300, what="300 predictions before the kill")
         stack.kill("serving-0")
         predictions.poll()
@@ -182,7 +182,7 @@ def test_serving_killed_mid_stream_loses_no_request(broker, redis_url, namespace
         assert stack.services["serving-0"].health()["ok"]
 
 
-def test_a_model_worse_on_validation_is_not_promoted(broker, redis_url, namespace, tmp_path):
+def test_a_model_worse_on_validation_is_not_promoted(broker, redis_url, namespace, tmp_path, kafka):
     settings = live_settings(
         broker, redis_url, namespace, tmp_path, retrain_every_samples=100, retrain_every_seconds=600
     )
@@ -194,7 +194,7 @@ def test_a_model_worse_on_validation_is_not_promoted(broker, redis_url, namespac
         splits = load_splits(settings)
         labels = list(splits.labels)
         # Poison: real traffic texts, each with the wrong label (the next class in the taxonomy).
-        producer = connect.producer(stack.settings)
+        producer = kafka.producer(stack.settings)
         for e in splits.traffic[:150]:
             wrong = labels[(labels.index(e.label) + 1) % len(labels)]
             sample = Sample.of(e.text, wrong, "injected")
@@ -213,7 +213,7 @@ def test_a_model_worse_on_validation_is_not_promoted(broker, redis_url, namespac
 
 
 def test_malformed_requests_are_dead_lettered_and_two_workers_go_on_serving(
-    broker, redis_url, namespace, tmp_path
+    broker, redis_url, namespace, tmp_path, kafka
 ):
     settings = live_settings(broker, redis_url, namespace, tmp_path)
     topics = Topics(namespace)
@@ -228,7 +228,7 @@ def test_malformed_requests_are_dead_lettered_and_two_workers_go_on_serving(
     services = ("trainer", "serving")
     with EmbeddedStack(settings, tmp_path / "stack", services=services, serving_workers=2) as stack:
         stack.wait_healthy(timeout=300)
-        producer = connect.producer(stack.settings, max_request_size=2 * MAX_RECORD_BYTES)
+        producer = kafka.producer(stack.settings, max_request_size=2 * MAX_RECORD_BYTES)
         texts = [e.text for e in load_splits(settings).traffic[:200]]
         ids = []
         for i, text in enumerate(texts):
@@ -238,14 +238,14 @@ def test_malformed_requests_are_dead_lettered_and_two_workers_go_on_serving(
             producer.send(topics.requests, key=request.id.encode(), value=request.to_bytes())
             ids.append(request.id)
         producer.flush()
-        records = TopicReader(stack.settings, topics.predictions).until(
+        records = kafka.reader(stack.settings, topics.predictions).until(
             lambda rs: set(ids) <= set(answered(rs)), timeout=180, what="the valid requests answered"
         )
         by_id = answered(records)
         assert set(by_id) == set(ids) and all(len(v) == 1 for v in by_id.values())
         dead = [
             decode(DeadLetter, r.value)
-            for r in TopicReader(stack.settings, topics.dead_letter).until(
+            for r in kafka.reader(stack.settings, topics.dead_letter).until(
                 lambda rs: len(rs) >= len(bad), timeout=60, what="one dead letter per bad record"
             )
         ]
@@ -264,7 +264,7 @@ def test_malformed_requests_are_dead_lettered_and_two_workers_go_on_serving(
 
 
 def test_a_corrupt_version_is_refused_by_every_worker_and_rollback_reaches_them_all(
-    broker, redis_url, namespace, tmp_path
+    broker, redis_url, namespace, tmp_path, kafka
 ):
     from consumers.trainer import announce
     from pgkd.continual import retrain
@@ -292,13 +292,13 @@ def test_a_corrupt_version_is_refused_by_every_worker_and_rollback_reaches_them_
                 time.sleep(0.5)
 
         def answers(prefix: str) -> set[str]:
-            producer = connect.producer(stack.settings)
+            producer = kafka.producer(stack.settings)
             ids = [f"{prefix}-{i}" for i in range(40)]
             for i, request_id in enumerate(ids):
                 request = Request(id=request_id, text=splits.traffic[i].text)
                 producer.send(topics.requests, key=request_id.encode(), value=request.to_bytes())
             producer.flush()
-            records = TopicReader(stack.settings, topics.predictions).until(
+            records = kafka.reader(stack.settings, topics.predictions).until(
                 lambda rs: set(ids) <= set(answered(rs)), timeout=120, what=f"answers to {prefix}"
             )
             return {answered(records)[i][-1].model_version for i in ids}

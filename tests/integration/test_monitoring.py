@@ -52,7 +52,7 @@ def query_range(port: int, expr: str, start: float, end: float) -> dict:
         return json.loads(exc.read())
 
 
-def test_every_dashboard_expression_returns_data(broker, redis_url, namespace, tmp_path):
+def test_every_dashboard_expression_returns_data(broker, redis_url, namespace, tmp_path, kafka):
     settings = live_settings(
         broker,
         redis_url,
@@ -102,7 +102,7 @@ def test_every_dashboard_expression_returns_data(broker, redis_url, namespace, t
                 time.sleep(1)
             traffic = load_splits(settings).traffic[:240]
             Replayer(
-                connect.producer(stack.settings),
+                kafka.producer(stack.settings),
                 Topics(namespace),
                 rate=20,
                 feedback_fraction=0.5,

@@ -10,10 +10,9 @@ import pytest
 
 from pgkd.runner import load_splits
 from producers.replay import Replayer
-from streams import connect
 from streams.stack import EmbeddedStack, start_redis
 from streams.topics import Topics
-from tests.integration.live import TopicReader, answered, live_settings, metric
+from tests.integration.live import answered, live_settings, metric
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +24,7 @@ def wait_until(condition, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def test_serving_survives_a_redis_outage_and_the_rest_recovers(broker, namespace, tmp_path):
+def test_serving_survives_a_redis_outage_and_the_rest_recovers(broker, namespace, tmp_path, kafka):
     data = tmp_path / "redis-data"
     redis_server, url = start_redis(data, tmp_path / "redis.log")
     port = int(url.rsplit(":", 1)[1].split("/")[0])
@@ -38,9 +37,9 @@ def test_serving_survives_a_redis_outage_and_the_rest_recovers(broker, namespace
             stack.wait_healthy(timeout=300)
             traffic = list(load_splits(settings).traffic)
             replay = Replayer(
-                connect.producer(stack.settings), topics, feedback_fraction=1.0, feedback_delay=0.2
+                kafka.producer(stack.settings), topics, feedback_fraction=1.0, feedback_delay=0.2
             )
-            predictions = TopicReader(stack.settings, topics.predictions)
+            predictions = kafka.reader(stack.settings, topics.predictions)
             join, trainer = stack.services["feedback"], stack.services["trainer"]
 
             before = replay.run(traffic[:60])

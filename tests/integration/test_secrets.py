@@ -11,10 +11,9 @@ import pytest
 
 from pgkd.runner import load_splits
 from producers.replay import Replayer
-from streams import connect
 from streams.stack import EmbeddedStack, start_redis
 from streams.topics import Topics
-from tests.integration.live import TopicReader, answered, live_settings, metric
+from tests.integration.live import answered, live_settings, metric
 from tests.integration.scripted_teacher import ScriptedTeacherServer
 
 pytestmark = pytest.mark.slow
@@ -26,7 +25,7 @@ REDIS_PASSWORD = "redis-pw-9f8e7d6c5b4a"
 KAFKA_PASSWORD = "kafka-pw-0a1b2c3d4e5f"
 
 
-def test_no_secret_in_logs_metrics_health_registry_or_dead_letters(broker, namespace, tmp_path):
+def test_no_secret_in_logs_metrics_health_registry_or_dead_letters(broker, namespace, tmp_path, kafka):
     redis_server, url = start_redis(tmp_path / "redis", tmp_path / "redis.log", password=REDIS_PASSWORD)
     label = lambda body: '{"label": "sport"}'  # noqa: E731 - the scripted teacher's answer
     try:
@@ -50,13 +49,13 @@ def test_no_secret_in_logs_metrics_health_registry_or_dead_letters(broker, names
             with EmbeddedStack(settings, tmp_path / "stack") as stack:
                 stack.wait_healthy(timeout=300)
                 traffic = load_splits(settings).traffic[:150]
-                producer = connect.producer(stack.settings)
+                producer = kafka.producer(stack.settings)
                 report = Replayer(producer, topics, rate=50, feedback_fraction=0.5, feedback_delay=0.5).run(
                     traffic
                 )
                 producer.send(topics.requests, key=b"bad", value=b"{broken")  # a dead letter too
                 producer.flush()
-                TopicReader(stack.settings, topics.predictions).until(
+                kafka.reader(stack.settings, topics.predictions).until(
                     lambda rs: set(report.ids) <= set(answered(rs)), 120, "answers"
                 )
                 mining = stack.services["mining"].metrics_port
@@ -80,7 +79,7 @@ def test_no_secret_in_logs_metrics_health_registry_or_dead_letters(broker, names
                     exposed.append(repr(child))
                 exposed += [
                     r.value.decode("utf-8", "replace")
-                    for r in TopicReader(stack.settings, topics.dead_letter).until(
+                    for r in kafka.reader(stack.settings, topics.dead_letter).until(
                         lambda rs: len(rs) >= 1, 60, "a dead letter"
                     )
                 ]

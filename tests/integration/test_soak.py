@@ -12,10 +12,9 @@ import pytest
 
 from pgkd.runner import load_splits
 from producers.replay import Replayer, ReplayReport
-from streams import connect
 from streams.stack import EmbeddedStack
 from streams.topics import Topics
-from tests.integration.live import BUSY, TopicReader, answered, live_settings, metric
+from tests.integration.live import BUSY, answered, live_settings, metric
 from tests.integration.test_redis_outage import wait_until
 
 pytestmark = pytest.mark.slow
@@ -33,7 +32,7 @@ def rss_mb(pid: int) -> float:
 
 
 def test_soak_with_swaps_keeps_memory_bounded_drains_lag_and_loses_nothing(
-    broker, redis_url, namespace, tmp_path
+    broker, redis_url, namespace, tmp_path, kafka
 ):
     settings = live_settings(
         broker,
@@ -52,8 +51,8 @@ def test_soak_with_swaps_keeps_memory_bounded_drains_lag_and_loses_nothing(
         stack.wait_healthy(timeout=300)
         traffic = list(load_splits(settings).traffic)
         serving = stack.services["serving-0"]
-        predictions = TopicReader(stack.settings, topics.predictions)
-        producer = connect.producer(stack.settings)
+        predictions = kafka.reader(stack.settings, topics.predictions)
+        producer = kafka.producer(stack.settings)
 
         # Peak: a burst as fast as the producer goes, timed from first to last answer.
         burst = Replayer(producer, topics, feedback_fraction=0.0, id_prefix="burst").run(traffic[:BURST])

@@ -17,10 +17,9 @@ from pgkd.runner import load_splits
 from pgkd.teacher.breaker import CircuitBreaker
 from pgkd.teacher.openai_compat import OpenAICompatibleTeacher
 from producers.replay import Replayer
-from streams import connect
 from streams.stack import EmbeddedStack
 from streams.topics import Topics
-from tests.integration.live import TopicReader, answered, live_settings, metric
+from tests.integration.live import answered, live_settings, metric
 from tests.integration.scripted_teacher import ScriptedTeacherServer
 
 LABELS = ("business", "politics", "sport", "tech")
@@ -177,7 +176,7 @@ def test_an_injected_instruction_changes_neither_format_nor_taxonomy(attack):
 
 
 @pytest.mark.slow
-def test_a_teacher_that_keeps_failing_never_blocks_serving(broker, redis_url, namespace, tmp_path):
+def test_a_teacher_that_keeps_failing_never_blocks_serving(broker, redis_url, namespace, tmp_path, kafka):
     with ScriptedTeacherServer(default=("status", 500)) as server:
         settings = live_settings(
             broker,
@@ -199,9 +198,9 @@ def test_a_teacher_that_keeps_failing_never_blocks_serving(broker, redis_url, na
             stack.wait_healthy(timeout=300)
             traffic = load_splits(settings).traffic[:200]
             report = Replayer(
-                connect.producer(stack.settings), topics, rate=40, feedback_fraction=0.5, feedback_delay=0.5
+                kafka.producer(stack.settings), topics, rate=40, feedback_fraction=0.5, feedback_delay=0.5
             ).run(traffic)
-            records = TopicReader(stack.settings, topics.predictions).until(
+            records = kafka.reader(stack.settings, topics.predictions).until(
                 lambda rs: set(report.ids) <= set(answered(rs)), timeout=120, what="every request answered"
             )
             assert len(answered(records)) == len(report.ids)
