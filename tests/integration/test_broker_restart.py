@@ -69,7 +69,7 @@ def test_services_reconnect_to_a_restarted_broker(redis_url, namespace, tmp_path
         broker.stop(grace=2)
 
 
-def test_an_auto_created_model_updates_topic_is_replaced_only_while_empty(broker, namespace, tmp_path):
+def test_an_auto_created_model_updates_topic_is_replaced_only_while_empty(broker, namespace, tmp_path, kafka):
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
@@ -85,9 +85,7 @@ def test_an_auto_created_model_updates_topic_is_replaced_only_while_empty(broker
         other = live_settings(broker, "redis://unused", namespace + "x", tmp_path)
         updates = Topics(namespace + "x").model_updates
         admin.create_topics([NewTopic(updates, 4, 1)])
-        producer = connect.producer(other)
-        connect.send_and_confirm(producer, updates, b"v0001", b"{}")
-        producer.close()
+        connect.send_and_confirm(kafka.producer(other), updates, b"v0001", b"{}")
         with pytest.raises(RuntimeError, match="records"):  # never delete what someone wrote
             connect.ensure_topics(other)
         assert len(admin.describe_topics([updates])[0]["partitions"]) == 4
