@@ -12,6 +12,7 @@ COPY pgkd pgkd
 COPY streams streams
 COPY consumers consumers
 COPY producers producers
+COPY cli cli
 RUN pip install ".[stream]"
 RUN useradd --create-home --uid 10001 pgkd && mkdir -p /registry && chown pgkd /registry
 USER pgkd

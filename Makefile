@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pgkd-installed
 
-.PHONY: setup demo distill test unit integration lint bench clean
+.PHONY: setup demo distill test test-fast unit integration lint bench clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -22,6 +22,10 @@ distill: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests
 
+# Everything but the slow live-system tests (minutes, not half an hour); CI still runs `make test`.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow"
+
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
@@ -29,9 +33,10 @@ integration: $(STAMP)
 	$(PY) -m pytest tests/integration
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pgkd streams consumers producers tests benchmarks
-	$(VENV)/bin/ruff format --check pgkd streams consumers producers tests benchmarks
-	$(VENV)/bin/mypy pgkd streams consumers producers
+	$(VENV)/bin/ruff check pgkd streams consumers producers cli tests benchmarks
+	$(VENV)/bin/ruff format --check pgkd streams consumers producers cli tests benchmarks
+	$(VENV)/bin/mypy pgkd streams consumers producers cli
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

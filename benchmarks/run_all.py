@@ -17,11 +17,16 @@ COMMANDS = [
     "benchmarks/distill_seeds.py --datasets bbc wordnet --teachers local --seeds 0 1 2",
     "benchmarks/local_teacher_candidates.py 40 runs/local_teacher_candidates.json",
     "benchmarks/student_vs_teacher.py --datasets wordnet bbc --n 200 --shots 0 4",
-    "benchmarks/student_modes.py --datasets bbc wordnet --seed 0",
+    "benchmarks/student_modes.py --datasets wordnet bbc --seed 0",
+    "benchmarks/learning.py --dataset wordnet --arms seed random pgkd --seeds 0 1 2",
+    "benchmarks/learning.py --dataset wordnet --seeds 0 --arms uncertainty pgkd-no-report "
+    "pgkd-no-hard-negatives",
+    "benchmarks/learning.py --dataset wordnet --arms pgkd-local --seeds 0",
+    "benchmarks/learning.py --dataset bbc --arms seed random pgkd --seeds 0",
     "benchmarks/serving.py --n 600 --chars 2000 200 --seconds 40",
     "benchmarks/student_inference.py --datasets bbc wordnet",
     "benchmarks/swap_memory.py --swaps 20",
-    "benchmarks/retrain_time.py --datasets bbc wordnet --samples 0 100 300 600 --full-samples 0 300",
+    "benchmarks/retrain_time.py --dataset wordnet --sizes 1000 3000 10000 --strategies head full full-warm",
     "benchmarks/scale_out.py --workers 1 2 4 --n 1200 --chars 200",
 ]
 

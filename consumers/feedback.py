@@ -12,6 +12,7 @@ lost) and ``/healthz`` says so::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -20,10 +21,11 @@ import redis
 
 from consumers import runtime
 from pgkd.continual import LiveQuality
+from pgkd.drift import DriftConfig, DriftMonitor
 from pgkd.feedback import Fact, FeedbackJoin, Joined
 from pgkd.runner import load_splits
 from streams import connect, metrics
-from streams.events import EventDecodeError, Feedback, HardEvent, Prediction, Request, decode
+from streams.events import DriftEvent, EventDecodeError, Feedback, HardEvent, Prediction, Request, decode
 from streams.settings import StreamSettings
 from streams.topics import Topics
 
@@ -32,14 +34,23 @@ T = TypeVar("T")
 log = logging.getLogger("pgkd.feedback")
 
 
-def to_fact(topics: Topics, topic: str, raw: bytes | None, labels: frozenset[str]) -> Fact:
-    """The join fact a record carries; raises EventDecodeError for a bad one."""
+def to_fact(
+    topics: Topics, topic: str, raw: bytes | None, labels: frozenset[str], drift: DriftMonitor | None = None
+) -> Fact:
+    """The join fact a record carries (a prediction is also shown to ``drift``); raises
+    EventDecodeError for a bad one."""
     if topic == topics.requests:
         request = decode(Request, raw)
         return Fact(request.id, text=request.text)
     if topic == topics.predictions:
         p = decode(Prediction, raw)
-        return Fact(p.id, predicted=p.label, confidence=p.confidence, version=p.model_version)
+        # The student's own verdict, also where the cascade's teacher answered: the join audits the
+        # teacher against the student, and live accuracy and drift are the student's.
+        label = p.student_label or p.label
+        confidence = p.student_confidence if p.student_confidence is not None else p.confidence
+        if drift is not None:
+            drift.observe(p.model_version, label, confidence, p.out_of_taxonomy)
+        return Fact(p.id, predicted=label, confidence=confidence, version=p.model_version)
     feedback = decode(Feedback, raw)
     if feedback.label not in labels:
         raise EventDecodeError("schema", f"label {feedback.label!r} is not in the taxonomy")
@@ -66,6 +77,18 @@ class Joiner:
         self.join, self.send = join, send
         self.labels = frozenset(labels)
         self.quality = LiveQuality(settings.quality_window)
+        self.drift = (
+            DriftMonitor(
+                DriftConfig(
+                    settings.drift_window,
+                    settings.drift_alpha,
+                    min_feedback=settings.drift_min_feedback,
+                    cooldown=settings.drift_cooldown,
+                )
+            )
+            if settings.detect_drift
+            else None
+        )
         self.redis_ok = True
         self.accuracy: float | None = None  # a snapshot for /healthz, which runs on another thread
         # Joins this process claimed but has not delivered yet: a retried batch gets no claim back
@@ -76,8 +99,12 @@ class Joiner:
         facts, pending = [], []
         for event in events:
             try:
-                facts.append(to_fact(self.topics, event.message.topic, event.value, self.labels))
+                facts.append(to_fact(self.topics, event.message.topic, event.value, self.labels, self.drift))
             except EventDecodeError as exc:
+                topic = event.message.topic
+                if not self.topics.owns(SERVICE, topic):  # its owner dead-letters it: one letter a record
+                    metrics.SKIPPED.labels(service=SERVICE, topic=topic, reason=exc.reason).inc()
+                    continue
                 dead = runtime.dead_letter_event(event, exc.reason, exc.detail, SERVICE)
                 pending.append(await self.send(self.topics.dead_letter, *dead))
         joined = self._claimed + await self._redis(self.join.apply, facts)
@@ -87,6 +114,24 @@ class Joiner:
                 pending.append(
                     await self.send(self.topics.hard, j.id.encode(), misclassified_event(j).to_bytes())
                 )
+            if self.drift is not None:
+                self.drift.judge(j.version, j.gold, j.correct)
+        drift = self.drift.check() if self.drift is not None else None
+        if drift is not None:
+            event = DriftEvent(
+                model_version=drift.model_version,
+                signals=drift.signals,  # type: ignore[arg-type]
+                classes=drift.classes,
+                predictions=drift.predictions,
+            )
+            log.warning(
+                "drift on %s: %s",
+                drift.model_version,
+                "; ".join(f"{k}: {v}" for k, v in drift.signals.items()),
+            )
+            pending.append(await self.send(self.topics.drift, drift.model_version.encode(), event.to_bytes()))
+            for signal in drift.signals:
+                metrics.DRIFT_EVENTS.labels(signal=signal).inc()
         await asyncio.gather(*pending)
         # Only now that the hard events are delivered are the joins done for good; if this process
         # dies before, the replayed facts emit them again once the claim's lease is over.
@@ -104,6 +149,15 @@ class Joiner:
                 metrics.LIVE_ACCURACY.set(self.accuracy)
             for label, recall in self.quality.recall().items():
                 metrics.LIVE_RECALL.labels(label=label).set(recall)
+
+    def export_audit(self) -> None:
+        """The teacher's audit as gauges. On a timer: the write that completes an audit may be the
+        teacher's (in mining), long after the last feedback this service saw."""
+        audit = self.join.teacher_audit()
+        metrics.TEACHER_AUDITED.set(audit.judged)
+        if audit.judged:
+            metrics.TEACHER_LIVE_ACCURACY.labels(who="teacher").set(audit.teacher_accuracy or 0.0)
+            metrics.TEACHER_LIVE_ACCURACY.labels(who="student").set(audit.student_accuracy or 0.0)
 
     async def _redis(self, call: Callable[[Sequence[Any]], T], items: Sequence[Any]) -> T:
         """``call(items)`` on a worker thread, retried until Redis answers: without Redis there is
@@ -135,7 +189,7 @@ def build(settings: StreamSettings) -> tuple[Any, Joiner]:
         max_text_chars=settings.join_max_text_chars,
     )
     labels = load_splits(settings).labels
-    send = runtime.faust_sender(app, topics.hard, topics.dead_letter)
+    send = runtime.faust_sender(app, topics.hard, topics.drift, topics.dead_letter)
     joiner = Joiner(settings, join, labels, send)
     source = app.topic(topics.requests, topics.predictions, topics.feedback)
 
@@ -145,6 +199,12 @@ def build(settings: StreamSettings) -> tuple[Any, Joiner]:
             await runtime.process_batch(
                 events, joiner.handle, service=SERVICE, send=send, dead_letter_topic=topics.dead_letter
             )
+
+    @app.timer(5.0)
+    async def teacher_audit() -> None:
+        # Without Redis the join's own retries report it; the gauges catch up on a later tick.
+        with contextlib.suppress(redis.RedisError):
+            await asyncio.to_thread(joiner.export_audit)
 
     runtime.track_lag(app, SERVICE)
     return app, joiner

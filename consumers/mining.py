@@ -34,15 +34,16 @@ from consumers import runtime
 from pgkd.continual import GenerationPlan, Guidance, HardWindow, plan_generation
 from pgkd.data import Splits
 from pgkd.errors import TeacherBudgetExceeded, TeacherError, TeacherRateLimited
+from pgkd.feedback import FeedbackJoin
 from pgkd.mining import ScoredExample
 from pgkd.registry import ModelRegistry
-from pgkd.runner import build_teacher, load_splits
+from pgkd.runner import load_splits
 from pgkd.student import Student
 from pgkd.teacher.base import prompt_hash
 from pgkd.teacher.breaker import CircuitBreaker
-from pgkd.teacher.shared import HourlyLimits, SharedTeacher
+from pgkd.teacher.shared import SharedTeacher
 from streams import connect, metrics
-from streams.events import EventDecodeError, HardEvent, Sample, decode
+from streams.events import DriftEvent, EventDecodeError, HardEvent, Sample, decode
 from streams.settings import StreamSettings
 from streams.topics import Topics
 
@@ -92,8 +93,10 @@ class Miner:
         registry: ModelRegistry,
         splits: Splits,
         breaker: CircuitBreaker | None = None,
+        join: FeedbackJoin | None = None,
     ) -> None:
         self.settings, self.teacher, self.registry, self.splits = settings, teacher, registry, splits
+        self.join = join  # where the teacher's labels go for the audit against ground truth
         self.window = HardWindow(min_hard=settings.min_hard, every_seconds=settings.generate_every_seconds)
         self.to_label: deque[HardEvent] = deque(maxlen=settings.label_queue)
         self.exclude = [e.text for e in (*splits.train, *splits.validation, *splits.test)]
@@ -103,6 +106,7 @@ class Miner:
         self.generations = 0
         self.breaker = breaker
         self.busy = False  # a teacher job is running
+        self.drift: DriftEvent | None = None  # a drift to answer with a targeted generation
         self.snapshot: dict[str, object] = {}  # for /healthz, which runs on another thread
 
     # -- events in --------------------------------------------------------------------------------
@@ -128,11 +132,24 @@ class Miner:
                     )
                 ]
             return []
+        # An out-of-taxonomy text is counted, never labelled: a label of the taxonomy forced onto it
+        # would teach the student that the grocery list is politics.
         if event.reason == "low_confidence":
             if len(self.to_label) == self.to_label.maxlen:
                 metrics.HARD_DROPPED.labels(reason="label_queue_full").inc()  # the oldest one goes
             self.to_label.append(event)
         return []
+
+    def on_drift(self, event: DriftEvent) -> None:
+        """Live traffic moved: the next teacher job is a generation aimed at the classes it names."""
+        metrics.DRIFT_RECEIVED.inc()
+        log.warning(
+            "drift on %s (%s): a generation for %s",
+            event.model_version,
+            ", ".join(event.signals),
+            event.classes or "the weakest classes",
+        )
+        self.drift = event
 
     # -- teacher work -----------------------------------------------------------------------------
 
@@ -147,9 +164,10 @@ class Miner:
         current ``model`` is known), or None."""
         if self.backoff.waiting:
             return None
-        if self.window.ready() and model is not None:
+        if (self.window.ready() or self.drift is not None) and model is not None:
             version, guidance = model
             hard, ids = self.window.take()
+            drift, self.drift = self.drift, None
             plan = plan_generation(
                 guidance,
                 hard,
@@ -158,12 +176,15 @@ class Miner:
                 classes=self.settings.target_classes,
                 seed=self.settings.seed + self.generations,
                 source_ids=ids,
+                focus=drift.classes if drift is not None else (),
             )
             self.generations += 1
 
             def undo() -> None:
                 for example, event_id in zip(hard, ids, strict=True):
                     self.window.add(example, event_id)
+                if drift is not None and self.drift is None:
+                    self.drift = drift
 
             return Job("generate", lambda: self.generate(plan, version), undo)
         if self.to_label:
@@ -224,7 +245,18 @@ class Miner:
                     model_version=event.model_version,
                 )
             )
+        self.audit([(s.source_ids[0], s.label) for s in samples])
         return samples
+
+    def audit(self, labels: Sequence[tuple[str, str]]) -> None:
+        """Hand the teacher's labels to the feedback join, which scores them when the truth comes.
+        Best effort: a sample is worth more than its audit, so a Redis failure here drops the audit."""
+        if self.join is None or not labels:
+            return
+        try:
+            self.join.record_teacher(labels)
+        except redis.RedisError as exc:
+            log.warning("could not record %d teacher labels for the audit: %s", len(labels), exc)
 
     def guidance(self, version: str) -> Guidance | None:
         if version not in self._guidance:
@@ -295,24 +327,14 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
     redis = connect.redis_client(settings)
     splits = load_splits(settings)
     embedder = Student.create(splits.labels, settings.base_model, max_length=settings.max_length)
-    breaker = CircuitBreaker(
-        build_teacher(settings, splits, embedder, stack),
-        failures=settings.teacher_breaker_failures,
-        cooldown=settings.teacher_breaker_cooldown,
-    )
-    shared = SharedTeacher(
-        breaker,
+    shared, breaker = runtime.live_teacher(settings, redis, splits, embedder, stack)
+    join = FeedbackJoin(
         redis,
         namespace=settings.namespace,
-        limits=HourlyLimits(
-            calls=settings.teacher_calls_per_hour,
-            tokens=settings.teacher_tokens_per_hour,
-            cost=settings.teacher_cost_per_hour,
-            calls_per_minute=settings.teacher_calls_per_minute,
-        ),
-        cache_ttl=settings.teacher_cache_ttl,
+        ttl=settings.join_ttl_seconds,
+        max_text_chars=settings.join_max_text_chars,
     )
-    miner = Miner(settings, shared, connect.registry(settings, redis), splits, breaker)
+    miner = Miner(settings, shared, connect.registry(settings, redis), splits, breaker, join)
     send = runtime.faust_sender(app, topics.samples, topics.dead_letter)
 
     async def publish(samples: Sequence[Sample]) -> None:
@@ -339,6 +361,23 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
                 events, accept, service=SERVICE, send=send, dead_letter_topic=topics.dead_letter
             )
 
+    async def drifted(events: Sequence[Any]) -> None:
+        pending = []
+        for event in events:
+            try:
+                miner.on_drift(decode(DriftEvent, event.value))
+            except EventDecodeError as exc:
+                dead = runtime.dead_letter_event(event, exc.reason, exc.detail, SERVICE)
+                pending.append(await send(topics.dead_letter, *dead))
+        await asyncio.gather(*pending)
+
+    @app.agent(app.topic(topics.drift), name=f"{settings.namespace}-drift")
+    async def answer_drift(stream: Any) -> None:
+        async for events in stream.take_events(16, within=0.5):
+            await runtime.process_batch(
+                events, drifted, service=SERVICE, send=send, dead_letter_topic=topics.dead_letter
+            )
+
     @app.task
     async def teach() -> None:
         # One job at a time: a CPU teacher is the scarce resource, and order keeps backoff simple.
@@ -347,7 +386,8 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
             miner.snapshot = miner.status()
             job = None
             try:
-                model = await asyncio.to_thread(miner.current_model) if miner.window.ready() else None
+                wanted = miner.window.ready() or miner.drift is not None
+                model = await asyncio.to_thread(miner.current_model) if wanted else None
                 job = miner.next_job(model)
                 if job is None:
                     await asyncio.sleep(0.5)

@@ -7,12 +7,18 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import aiokafka.errors
 import redis
 
+from pgkd.data import Splits
+from pgkd.runner import build_teacher
+from pgkd.student import Student
+from pgkd.teacher.breaker import CircuitBreaker
+from pgkd.teacher.shared import HourlyLimits, SharedTeacher
 from streams import metrics
 from streams.events import DeadLetter
 from streams.settings import StreamSettings
@@ -216,3 +222,28 @@ def run_faust(app: Any) -> None:
     faust.Worker(
         app, loglevel="warn" if level not in ("debug", "info") else level, quiet=True
     ).execute_from_commandline()
+
+
+def live_teacher(
+    settings: StreamSettings, redis_client: Any, splits: Splits, embedder: Student, stack: ExitStack
+) -> tuple[SharedTeacher, CircuitBreaker]:
+    """The teacher as every service shares it: the configured endpoint behind a circuit breaker,
+    with one Redis cache, hourly budget and rate limit across replicas and services."""
+    breaker = CircuitBreaker(
+        build_teacher(settings, splits, embedder, stack),
+        failures=settings.teacher_breaker_failures,
+        cooldown=settings.teacher_breaker_cooldown,
+    )
+    shared = SharedTeacher(
+        breaker,
+        redis_client,
+        namespace=settings.namespace,
+        limits=HourlyLimits(
+            calls=settings.teacher_calls_per_hour,
+            tokens=settings.teacher_tokens_per_hour,
+            cost=settings.teacher_cost_per_hour,
+            calls_per_minute=settings.teacher_calls_per_minute,
+        ),
+        cache_ttl=settings.teacher_cache_ttl,
+    )
+    return shared, breaker

@@ -17,21 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from kafka import TopicPartition
 
 from consumers import runtime
+from pgkd.cascade import CascadePolicy
+from pgkd.errors import TeacherBudgetExceeded, TeacherRateLimited
+from pgkd.feedback import FeedbackJoin, TeacherAudit
 from pgkd.mining import uncertainty
+from pgkd.runner import load_splits
 from pgkd.serving import LoadedModel, ModelSlot
-from pgkd.student import Predictions
+from pgkd.student import Predictions, Student
+from pgkd.teacher.base import Teacher, TeacherLabel
 from streams import connect, metrics
 from streams.events import EventDecodeError, HardEvent, ModelUpdate, Prediction, Request, decode
 from streams.settings import StreamSettings
@@ -52,6 +60,9 @@ class Routing:
     rule: str = "confidence"
     include_probs: bool = False
     hard_text_chars: int = 2000
+    # A text whose out-of-taxonomy score is above this goes to `hard` as out_of_taxonomy; None: the
+    # model's own threshold (fitted on validation), when it has a detector.
+    out_of_taxonomy_threshold: float | None = None
 
 
 MAX_LATENCY = 24 * 3600.0
@@ -62,6 +73,17 @@ def latency_seconds(request: Request, now: float) -> float:
     return min(MAX_LATENCY, max(0.0, now - request.ts))
 
 
+def out_of_taxonomy(model: LoadedModel, predictions: Predictions, routing: Routing) -> np.ndarray | None:
+    """Which verdicts are about texts far from every class: score above the routing's threshold,
+    or the model's own; None when the model has no detector."""
+    scores, threshold = predictions.out_of_taxonomy, routing.out_of_taxonomy_threshold
+    if threshold is None and model.student.fence is not None:
+        threshold = model.student.fence.threshold
+    if scores is None or threshold is None:
+        return None
+    return np.asarray(scores > threshold)
+
+
 def respond(
     requests: Sequence[Request],
     model: LoadedModel,
@@ -70,12 +92,15 @@ def respond(
     *,
     inference_ms: float,
     now: float | None = None,
+    teacher: Sequence[TeacherLabel | None] | None = None,
 ) -> list[Outgoing]:
     """The records to publish for one classified batch: a prediction for every request (same order)
-    and a hard event for each uncertain one."""
+    and a hard event for each uncertain one. Where ``teacher`` holds an answer (the cascade), the
+    prediction is the teacher's and says so."""
     now = time.time() if now is None else now
     unsure = uncertainty(predictions.probs, routing.rule) > routing.low_confidence  # type: ignore[arg-type]
     labels = model.student.labels
+    scores, outside = predictions.out_of_taxonomy, out_of_taxonomy(model, predictions, routing)
     out: list[Outgoing] = []
     for i, request in enumerate(requests):
         key = request.id.encode()
@@ -83,22 +108,28 @@ def respond(
         probs = None
         if routing.include_probs:
             probs = {c: round(float(p), 5) for c, p in zip(labels, predictions.probs[i], strict=True)}
+        answer = teacher[i] if teacher is not None else None
         prediction = Prediction(
             id=request.id,
-            label=predictions.labels[i],
-            confidence=confidence,
+            label=answer.label if answer and answer.label else predictions.labels[i],
+            confidence=min(1.0, max(0.0, answer.confidence)) if answer and answer.label else confidence,
             model_version=model.version,
             latency_ms=latency_seconds(request, now) * 1000,
             inference_ms=inference_ms,
             batch_size=len(requests),
             probs=probs,
+            out_of_taxonomy_score=None if scores is None else round(float(scores[i]), 5),
+            out_of_taxonomy=bool(outside is not None and outside[i]),
+            answered_by="teacher" if answer and answer.label else "student",
+            student_label=predictions.labels[i] if answer and answer.label else None,
+            student_confidence=confidence if answer and answer.label else None,
         )
         out.append((routing.topics.predictions, key, prediction.to_bytes()))
-        if unsure[i]:
+        if prediction.out_of_taxonomy or unsure[i]:
             hard = HardEvent(
                 id=request.id,
                 text=request.text[: routing.hard_text_chars],
-                reason="low_confidence",
+                reason="out_of_taxonomy" if prediction.out_of_taxonomy else "low_confidence",
                 predicted=predictions.labels[i],
                 confidence=confidence,
                 model_version=model.version,
@@ -167,11 +198,78 @@ class UpdateWatcher(threading.Thread):
             log.info("staged model %s (%s) in %.2f s", loaded.version, update.kind, loaded.load_seconds)
 
 
+class Cascade:
+    """The teacher answers the requests :class:`~pgkd.cascade.CascadePolicy` routes to it, on threads
+    of its own, within the deadline; the teacher's audited accuracy is read from Redis every
+    ``AUDIT_SECONDS``. At most ``max_in_flight`` teacher calls run at once (a late one keeps
+    running, and its answer lands in the shared cache for mining); beyond that the student answers."""
+
+    AUDIT_SECONDS = 30.0
+
+    def __init__(self, policy: CascadePolicy, teacher: Teacher, join: Any, max_in_flight: int) -> None:
+        self.policy, self.teacher, self.join = policy, teacher, join
+        self.max_in_flight = max_in_flight
+        self.pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="cascade")
+        self.in_flight = 0
+        self.audit = TeacherAudit()
+        self.audited_at = -math.inf
+
+    async def answer(
+        self, texts: Sequence[str], confidence: np.ndarray, outside: np.ndarray | None
+    ) -> list[TeacherLabel | None]:
+        """Per request, the teacher's answer, or None where the student's answer stands."""
+        loop = asyncio.get_running_loop()
+        if time.monotonic() - self.audited_at > self.AUDIT_SECONDS:
+            self.audited_at = time.monotonic()
+            try:  # on a thread of its own, never behind the teacher's calls, and never long
+                self.audit = await asyncio.wait_for(asyncio.to_thread(self.join.teacher_audit), 2.0)
+            except Exception as exc:  # Redis away or slow: keep the last audit, serving goes on
+                log.warning("cascade: no teacher audit from Redis (%s); keeping the last one", exc)
+        bar = self.policy.bar(self.audit.teacher_accuracy, self.audit.judged)
+        metrics.CASCADE_BAR.set(math.nan if bar is None else bar)
+        routed = [
+            int(i)
+            for i in np.flatnonzero(
+                self.policy.route(confidence, outside, self.audit.teacher_accuracy, self.audit.judged)
+            )
+        ]
+        answers: list[TeacherLabel | None] = [None] * len(texts)
+        if not routed:
+            return answers
+        if self.in_flight >= self.max_in_flight:
+            metrics.CASCADE.labels(outcome="busy").inc(len(routed))
+            return answers
+        self.in_flight += 1
+        future = loop.run_in_executor(self.pool, self.teacher.label, [texts[i] for i in routed])
+        future.add_done_callback(self._finished)
+        try:
+            labels = await asyncio.wait_for(asyncio.shield(future), timeout=self.policy.deadline)
+        except TimeoutError:
+            metrics.CASCADE.labels(outcome="late").inc(len(routed))
+            return answers
+        except (TeacherBudgetExceeded, TeacherRateLimited):
+            metrics.CASCADE.labels(outcome="over_budget").inc(len(routed))
+            return answers
+        except Exception as exc:  # a failing teacher (the breaker counts it): the student answers
+            log.warning("cascade: teacher failed (%s: %s)", type(exc).__name__, exc)
+            metrics.CASCADE.labels(outcome="failed").inc(len(routed))
+            return answers
+        for i, label in zip(routed, labels, strict=True):
+            answers[i] = label if label.label is not None else None
+            metrics.CASCADE.labels(outcome="teacher" if label.label is not None else "abstained").inc()
+        return answers
+
+    def _finished(self, _future: Any) -> None:
+        self.in_flight -= 1
+
+
 class Server:
     """Classifies batches of raw request records and sends what :func:`respond` returns."""
 
-    def __init__(self, settings: StreamSettings, slot: ModelSlot, send: runtime.Send) -> None:
-        self.settings, self.slot, self.send = settings, slot, send
+    def __init__(
+        self, settings: StreamSettings, slot: ModelSlot, send: runtime.Send, cascade: Cascade | None = None
+    ) -> None:
+        self.settings, self.slot, self.send, self.cascade = settings, slot, send, cascade
         self.topics = Topics(settings.namespace)
         self.routing = Routing(
             self.topics,
@@ -179,6 +277,7 @@ class Server:
             rule=settings.uncertainty_rule,
             include_probs=settings.include_probs,
             hard_text_chars=settings.join_max_text_chars,
+            out_of_taxonomy_threshold=settings.out_of_taxonomy_threshold,
         )
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.serving: str | None = None  # the version the metrics say is served
@@ -207,15 +306,29 @@ class Server:
                 self.executor, self.slot.classify, model, [r.text for r in requests]
             )
             inference = time.perf_counter() - started
+            outside = out_of_taxonomy(model, verdicts, self.routing)
+            teacher = None
+            if self.cascade is not None:
+                texts = [r.text for r in requests]
+                teacher = await self.cascade.answer(texts, verdicts.confidence, outside)
             now = time.time()
             outgoing = respond(
-                requests, model, verdicts, self.routing, inference_ms=inference * 1000, now=now
+                requests,
+                model,
+                verdicts,
+                self.routing,
+                inference_ms=inference * 1000,
+                now=now,
+                teacher=teacher,
             )
             for topic, key, value in outgoing:
                 pending.append(await self.send(topic, key, value))
             metrics.INFERENCE_SECONDS.observe(inference)
             metrics.BATCH_SIZE.observe(len(requests))
-            metrics.LOW_CONFIDENCE.inc(sum(1 for topic, _, _ in outgoing if topic == self.topics.hard))
+            hard = sum(1 for topic, _, _ in outgoing if topic == self.topics.hard)
+            unknown = 0 if outside is None else int(outside.sum())
+            metrics.OUT_OF_TAXONOMY.inc(unknown)
+            metrics.LOW_CONFIDENCE.inc(hard - unknown)
             for request, confidence in zip(requests, verdicts.confidence, strict=True):
                 metrics.CONFIDENCE.observe(float(confidence))
                 metrics.LATENCY_SECONDS.observe(latency_seconds(request, now))
@@ -224,8 +337,9 @@ class Server:
         metrics.PREDICTIONS.inc(len(requests))
 
 
-def build(settings: StreamSettings) -> tuple[Any, ModelSlot, UpdateWatcher]:
-    """The faust app of one serving worker, its model slot and its update watcher."""
+def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, ModelSlot, UpdateWatcher]:
+    """The faust app of one serving worker, its model slot and its update watcher; ``stack`` holds
+    what the cascade's teacher needs open."""
     if settings.torch_threads:
         import torch
 
@@ -241,7 +355,7 @@ def build(settings: StreamSettings) -> tuple[Any, ModelSlot, UpdateWatcher]:
     )
     watcher = UpdateWatcher(settings, slot)
     send = runtime.faust_sender(app, topics.predictions, topics.hard, topics.dead_letter)
-    server = Server(settings, slot, send)
+    server = Server(settings, slot, send, cascade_for(settings, stack) if settings.cascade else None)
 
     @app.agent(app.topic(topics.requests), name=f"{settings.namespace}-serve")
     async def serve(stream: Any) -> None:
@@ -261,22 +375,41 @@ def build(settings: StreamSettings) -> tuple[Any, ModelSlot, UpdateWatcher]:
     return app, slot, watcher
 
 
+def cascade_for(settings: StreamSettings, stack: ExitStack) -> Cascade:
+    """The cascade of a worker: the shared teacher (one cache and budget with mining) and the join's
+    audit of it."""
+    redis = connect.redis_client(settings)
+    splits = load_splits(settings)
+    embedder = Student.create(splits.labels, settings.base_model, max_length=settings.max_length)
+    teacher, _ = runtime.live_teacher(settings, redis, splits, embedder, stack)
+    policy = CascadePolicy(
+        settings.cascade_threshold,
+        settings.cascade_out_of_taxonomy,
+        settings.cascade_deadline,
+        settings.teacher_audit_min,
+    )
+    return Cascade(
+        policy, teacher, FeedbackJoin(redis, namespace=settings.namespace), settings.cascade_max_in_flight
+    )
+
+
 def main() -> None:
     runtime.setup_logging(SERVICE)
     settings = runtime.load_settings()
     connect.ensure_topics(settings)
-    app, slot, watcher = build(settings)
+    with ExitStack() as stack:
+        app, slot, watcher = build(settings, stack)
 
-    def health() -> tuple[bool, dict[str, object]]:
-        current = slot.current
-        ok = current is not None and (watcher.is_alive() or not watcher.ident)
-        return ok, {
-            "model": current.version if current else None,
-            "refused": list(watcher.refused.values())[-3:],
-        }
+        def health() -> tuple[bool, dict[str, object]]:
+            current = slot.current
+            ok = current is not None and (watcher.is_alive() or not watcher.ident)
+            return ok, {
+                "model": current.version if current else None,
+                "refused": list(watcher.refused.values())[-3:],
+            }
 
-    runtime.start_metrics(settings, SERVICE, health)
-    runtime.run_faust(app)
+        runtime.start_metrics(settings, SERVICE, health)
+        runtime.run_faust(app)
 
 
 if __name__ == "__main__":

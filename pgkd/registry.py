@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from pgkd.student import WEIGHTS_FILE, Student, file_sha256
 RECORD_FILE = "record.json"
 GUIDANCE_FILE = "guidance.json"
 CURRENT_FILE = "CURRENT"
+HOLD_FILE = "HOLD"
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,13 @@ class ModelRegistry:
     ) -> None:
         self.root = str(root)
         self.redis = redis
-        self._keys = {k: f"{namespace}:registry:{k}" for k in ("records", "current", "seq", "decisions")}
+        self._keys = {
+            k: f"{namespace}:registry:{k}" for k in ("records", "current", "seq", "decisions", "hold")
+        }
         self._fs, self._base = fsspec.core.url_to_fs(self.root)
         self._fs.makedirs(self._base, exist_ok=True)
         self.cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "pgkd-model-cache"
+        self._local_lock = threading.Lock()
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -116,6 +121,8 @@ class ModelRegistry:
         """
         version = self._next_version()
         student.metadata.version = version
+        # The model's own record (pgkd.json, and the model card written from it) carries its scores.
+        student.metadata.metrics = {**student.metadata.metrics, **lineage.get("metrics", {})}
         uri = _join(self.root, version)
         with tempfile.TemporaryDirectory(prefix="pgkd-publish-") as tmp:
             local = student.save(Path(tmp) / version)
@@ -147,6 +154,54 @@ class ModelRegistry:
         record = self.get(version)
         self._write_pointer(version)
         return record
+
+    def hold(self, reason: str, version: str | None = None) -> ModelRecord | None:
+        """Stop automatic promotions until :meth:`release`: after an operator's rollback, the trainer
+        must not promote a model trained on the same data seconds later. With ``version``, that
+        version is made current under the same lock (:meth:`set_current_unless_held` takes it too),
+        so no promotion can land between the two."""
+        value = json.dumps({"reason": reason, "ts": time.time()})
+        with self._pointer_lock():
+            record = self.get(version) if version is not None else None
+            with self._fs.open(_join(self._base, HOLD_FILE), "w") as f:
+                f.write(value)
+            if self.redis is not None:
+                self.redis.set(self._keys["hold"], value)
+            if version is not None:
+                self._write_pointer(version)
+        return record
+
+    def set_current_unless_held(self, version: str) -> dict[str, Any] | None:
+        """Make ``version`` current unless an operator holds promotions; the hold is checked and the
+        pointer moved under one lock. Returns the hold that stopped it, or None."""
+        self.get(version)  # an unknown version is an error, held or not
+        with self._pointer_lock():
+            hold = self.held()
+            if hold is None:
+                self._write_pointer(version)
+            return hold
+
+    def release(self) -> None:
+        """Let the trainer promote again."""
+        path = _join(self._base, HOLD_FILE)
+        if self._fs.exists(path):
+            self._fs.rm_file(path)
+        if self.redis is not None:
+            self.redis.delete(self._keys["hold"])
+
+    def held(self) -> dict[str, Any] | None:
+        """The hold on promotions (``reason``, ``ts``), or None when the trainer may promote."""
+        if self.redis is not None:
+            value = self.redis.get(self._keys["hold"])
+            if value:
+                return dict(json.loads(value))
+        path = _join(self._base, HOLD_FILE)
+        if not self._fs.exists(path):
+            return None
+        hold = dict(json.loads(self._fs.cat_file(path)))
+        if self.redis is not None:  # Redis lost it (a restart without persistence): storage rules
+            self.redis.set(self._keys["hold"], json.dumps(hold))
+        return hold
 
     def record_decision(self, decision: dict[str, Any], keep: int = 1000) -> None:
         """Append a promotion decision (promoted or not, and why) to the shared history."""
@@ -214,6 +269,17 @@ class ModelRegistry:
         return len(stored)
 
     # -- internals --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _pointer_lock(self) -> Iterator[None]:
+        """One writer of the current pointer and the hold at a time, across processes (Redis), or
+        within this one (no Redis)."""
+        if self.redis is None:
+            with self._local_lock:
+                yield
+            return
+        with self.redis.lock(self._keys["current"] + ":lock", timeout=30, blocking_timeout=60):
+            yield
 
     def _stored(self) -> list[ModelRecord]:
         records = []

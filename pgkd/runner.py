@@ -20,10 +20,12 @@ from rich.table import Table
 from pgkd.data import Splits, load_corpus, make_splits
 from pgkd.distill import DistillConfig, Event, distill
 from pgkd.errors import ConfigError, PGKDError
+from pgkd.out_of_taxonomy import DetectorConfig
 from pgkd.report import write_report
 from pgkd.settings import Settings
-from pgkd.student import Student, TrainConfig
+from pgkd.student import Student
 from pgkd.teacher.base import Teacher, TeacherBudget
+from pgkd.training import TrainConfig
 
 
 def load_splits(settings: Settings) -> Splits:
@@ -112,6 +114,16 @@ def build_teacher(settings: Settings, splits: Splits, student: Student, stack: E
     )
 
 
+def train_config(settings: Settings) -> TrainConfig:
+    return TrainConfig(
+        mode=settings.mode,
+        max_epochs=settings.max_epochs,
+        class_weight=settings.class_weight,
+        device=settings.device,
+        seed=settings.seed,
+    )
+
+
 def distill_config(settings: Settings) -> DistillConfig:
     return DistillConfig(
         steps=settings.steps,
@@ -119,9 +131,19 @@ def distill_config(settings: Settings) -> DistillConfig:
         patience=settings.patience,
         prompt_examples=settings.prompt_examples,
         target_classes=settings.target_classes,
-        train=TrainConfig(mode=settings.mode, seed=settings.seed),
+        train=train_config(settings),
+        warm_start=settings.warm_start,
+        guidance_split=settings.guidance_split,
+        calibrate=settings.calibrate,
+        detector=detector_config(settings),
         seed=settings.seed,
     )
+
+
+def detector_config(settings: Settings) -> DetectorConfig | None:
+    if not settings.detect_out_of_taxonomy:
+        return None
+    return DetectorConfig(settings.out_of_taxonomy_k, settings.out_of_taxonomy_quantile)
 
 
 def run_distillation(settings: Settings, run_dir: Path, *, console: Console | None = None) -> dict[str, Any]:
@@ -137,7 +159,11 @@ def run_distillation(settings: Settings, run_dir: Path, *, console: Console | No
         f"[bold]{splits.name}[/bold]: {len(splits.labels)} classes, " + json.dumps(splits.summary()["sizes"])
     )
     student = Student.create(
-        splits.labels, settings.base_model, max_length=settings.max_length, seed=settings.seed
+        splits.labels,
+        settings.base_model,
+        max_length=settings.max_length,
+        seed=settings.seed,
+        device=settings.device,
     )
     with ExitStack() as stack:
         teacher = build_teacher(settings, splits, student, stack)

@@ -3,7 +3,9 @@
 Samples arrive at-least-once (a replayed topic, a restarted miner) and from several sources; the
 pool keeps one per key (the content hash of the normalised text), so duplicates never skew
 training. Ground truth outranks a teacher: a ``feedback`` sample replaces a teacher's sample of the
-same text, a teacher's never replaces anything.
+same text, a teacher's never replaces anything. :meth:`SampleStore.prune` applies a
+:class:`Retention` policy: teacher samples older than ``max_age`` seconds, or beyond the newest
+``max_per_class`` of their class, go; ground truth always stays.
 
 >>> store = SampleStore(redis.Redis(), namespace="pgkd")                        # doctest: +SKIP
 >>> store.add([StoredSample("k1", "Spurs sign a striker", "sports", "teacher_labelled")])  # doctest: +SKIP
@@ -44,6 +46,43 @@ class StoredSample:
         return Example(self.text, self.label)
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How many teacher samples the pool keeps (None: no limit); ground truth is never pruned."""
+
+    max_per_class: int | None = None
+    max_age: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.max_per_class is not None and self.max_per_class < 0) or (
+            self.max_age is not None and self.max_age <= 0
+        ):
+            raise ValueError(
+                f"need max_per_class >= 0 and max_age > 0, got {self.max_per_class}, {self.max_age}"
+            )
+
+    def expired(self, samples: Sequence[StoredSample], now: float) -> list[str]:
+        """The keys of the teacher samples this policy removes.
+
+        >>> old = StoredSample("a", "x", "sport", "teacher_generated", ts=0.0)
+        >>> new = StoredSample("b", "y", "sport", "teacher_generated", ts=9.0)
+        >>> truth = StoredSample("c", "z", "sport", "feedback", ts=0.0)
+        >>> Retention(max_per_class=1).expired([old, new, truth], now=10.0)
+        ['a']
+        """
+        teacher = [s for s in samples if s.source not in AUTHORITATIVE]
+        drop = {s.key for s in teacher if self.max_age is not None and now - s.ts > self.max_age}
+        if self.max_per_class is not None:
+            by_class: dict[str, list[StoredSample]] = {}
+            for s in teacher:
+                if s.key not in drop:
+                    by_class.setdefault(s.label, []).append(s)
+            for members in by_class.values():
+                members.sort(key=lambda s: (s.ts, s.key), reverse=True)
+                drop.update(s.key for s in members[self.max_per_class :])
+        return sorted(drop)
+
+
 class SampleStore:
     """Samples of one deployment in a Redis hash (key -> sample)."""
 
@@ -69,6 +108,13 @@ class SampleStore:
         """Every sample, in key order (so training sets are reproducible)."""
         raw = self.redis.hgetall(self.hash)
         return [StoredSample(**json.loads(raw[k])) for k in sorted(raw)]
+
+    def prune(self, retention: Retention, now: float) -> int:
+        """Remove what ``retention`` says has expired; returns how many samples went."""
+        keys = retention.expired(self.all(), now)
+        if keys:
+            self.redis.hdel(self.hash, *keys)
+        return len(keys)
 
     def counts(self) -> Counter[str]:
         """Samples per source."""

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     dataset: str = "bbc"
     text_column: str = "text"
     label_column: str = "label"
-    max_chars: int | None = Field(2000, description="truncate texts to this many characters")
+    max_chars: int | None = Field(600, ge=1, description="truncate texts to this many characters")
     n_train: int = 800
     n_validation: int = 200
     max_test: int | None = 2000
@@ -37,14 +37,27 @@ class Settings(BaseSettings):
     seed: int = 0
     # student
     base_model: str | None = None
-    mode: Literal["head", "full"] = "head"
-    max_length: int = 128
+    mode: Literal["head", "full"] = Field(
+        "full", description="full: fine-tune the encoder (learns); head: frozen encoder, linear head (fast)"
+    )
+    max_length: int = Field(64, ge=8, le=512, description="tokens per text the student reads")
+    class_weight: Literal["none", "sqrt", "balanced"] = "sqrt"
+    max_epochs: int | None = Field(None, ge=1, description="epochs at most; none: 20 full, 200 head")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    warm_start: bool = Field(False, description="full mode: keep fine-tuning the last model, not the base")
+    calibrate: bool = Field(True, description="temperature-scale every model's confidence on validation")
+    detect_out_of_taxonomy: bool = Field(True, description="fit a detector of texts that fit no class")
+    out_of_taxonomy_k: int = Field(10, ge=1, le=1000, description="the detector's k-th nearest neighbour")
+    out_of_taxonomy_quantile: float = Field(
+        0.95, gt=0, lt=1, description="share of in-taxonomy validation texts under the threshold"
+    )
     # loop
     steps: int = 10
     samples_per_step: int = 32
     patience: int = 5
     prompt_examples: int = 16
-    target_classes: int = 4
+    target_classes: int = 10
+    guidance_split: float = Field(0.0, ge=0, lt=1, description="share of validation that only guides")
     # teacher
     teacher: TeacherKind = "local"
     teacher_url: str | None = None

@@ -8,10 +8,11 @@ VENV=${VENV:-.venv}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Debian packages: WordNet glosses for the 41-class task, and Prometheus for the monitoring test
-# (optional elsewhere). policy-rc.d keeps apt from starting a Prometheus daemon of its own.
+# Debian packages: WordNet glosses for the 41-class task, FOLDOC for the 37-class one, and Prometheus
+# for the monitoring test (optional elsewhere). policy-rc.d keeps apt from starting a Prometheus daemon of its own.
 missing=()
 [ -f /usr/share/wordnet/data.noun ] || missing+=(wordnet-base)
+[ -f /usr/share/dictd/foldoc.dict.dz ] || missing+=(dict-foldoc)
 command -v prometheus >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   echo "setup: installing ${missing[*]}"

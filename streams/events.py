@@ -86,6 +86,16 @@ class Prediction(Event):
     batch_size: int
     ts: float = Field(default_factory=now)
     probs: dict[str, float] | None = None
+    # How far the text is from every class the model knows (pgkd.out_of_taxonomy), when the model
+    # has a detector; ``out_of_taxonomy`` is that score above the model's threshold: the label is
+    # the nearest class, not an answer.
+    out_of_taxonomy_score: float | None = None
+    out_of_taxonomy: bool = False
+    # Who gave ``label``: the student, or (cascade) the teacher, whose answer then replaces
+    # ``student_label``.
+    answered_by: Literal["student", "teacher"] = "student"
+    student_label: str | None = None
+    student_confidence: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class Feedback(Event):
@@ -97,12 +107,13 @@ class Feedback(Event):
     ts: float = Field(default_factory=now)
 
 
-HardReason = Literal["low_confidence", "misclassified"]
+HardReason = Literal["low_confidence", "misclassified", "out_of_taxonomy"]
 
 
 class HardEvent(Event):
-    """``hard``: a request the student struggled with: unsure (no gold ``label``) or wrong (``label``
-    is the ground truth from feedback, ``predicted`` what the student said)."""
+    """``hard``: a request the student struggled with: unsure (no gold ``label``), far from every
+    class (``out_of_taxonomy``), or wrong (``label`` is the ground truth from feedback,
+    ``predicted`` what the student said)."""
 
     id: str = EventId
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
@@ -161,6 +172,20 @@ class ModelUpdate(Event):
     kind: UpdateKind = "promote"
     metrics: dict[str, Any] = Field(default_factory=dict)
     parent_version: str | None = None
+    ts: float = Field(default_factory=now)
+
+
+DriftSignal = Literal["confidence", "out_of_taxonomy", "class_mix", "accuracy"]
+
+
+class DriftEvent(Event):
+    """``drift``: live traffic stopped looking like what the current model was judged on
+    (:mod:`pgkd.drift`): what moved, in words, and the classes it concerns."""
+
+    model_version: str
+    signals: dict[DriftSignal, str] = Field(min_length=1)
+    classes: list[str] = Field(default_factory=list, max_length=100)
+    predictions: int = Field(ge=0)
     ts: float = Field(default_factory=now)
 
 

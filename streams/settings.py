@@ -47,12 +47,37 @@ class StreamSettings(Settings):
     )
     low_confidence: float = Field(0.5, ge=0, le=1, description="uncertainty above this goes to `hard`")
     uncertainty_rule: UncertaintyRule = "confidence"
+    out_of_taxonomy_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=2,
+        description="out-of-taxonomy score above which a text goes to `hard`; none: the model's",
+    )
     include_probs: bool = False
     torch_threads: int | None = Field(None, ge=1)
+    # --- cascade (pgkd/cascade.py): the teacher answers what the student is likely wrong about
+    cascade: bool = Field(False, description="serving asks the teacher for requests under the bar")
+    cascade_threshold: float = Field(
+        0.5, ge=0, le=1, description="calibrated confidence under which a request may go to the teacher"
+    )
+    cascade_deadline: float = Field(2.0, gt=0, le=600, description="seconds the teacher has per batch")
+    # Off: the teacher's label answer is a class of the taxonomy, with no "none of these" to give.
+    cascade_out_of_taxonomy: bool = Field(False, description="out-of-taxonomy texts go to the teacher too")
+    cascade_max_in_flight: int = Field(
+        2, ge=1, le=64, description="teacher calls a worker waits on at most; more: the student answers"
+    )
     # --- feedback join
     join_ttl_seconds: int = Field(900, ge=1, description="how long a request waits for its feedback")
     join_max_text_chars: int = Field(2000, ge=1)
     quality_window: int = Field(1000, ge=1, description="feedbacks in the live-accuracy window")
+    # --- drift (pgkd/drift.py), watched by the feedback join
+    detect_drift: bool = Field(True, description="raise drift events from live predictions and feedback")
+    drift_window: int = Field(400, ge=20, le=100_000, description="predictions per reference/current window")
+    drift_alpha: float = Field(0.001, gt=0, lt=1, description="significance of each drift test")
+    drift_min_feedback: int = Field(
+        15, ge=1, description="ground truths of a class before its accuracy is judged"
+    )
+    drift_cooldown: int = Field(400, ge=0, description="predictions after a drift event before the next")
     # --- mining
     label_batch: int = Field(8, ge=1, description="low-confidence texts labelled per teacher round")
     label_queue: int = Field(1000, ge=1, description="low-confidence texts waiting at most")
@@ -68,13 +93,39 @@ class StreamSettings(Settings):
     teacher_breaker_cooldown: float = Field(30.0, gt=0, description="seconds the circuit stays open at first")
     # --- trainer
     retrain_every_samples: int = Field(32, ge=1)
+    sample_max_per_class: int | None = Field(
+        5000, ge=0, description="teacher samples kept per class, the newest (ground truth always stays)"
+    )
+    sample_max_age: float | None = Field(None, gt=0, description="seconds a teacher sample is kept")
     retrain_every_seconds: float = Field(300.0, gt=0)
+    warm_epochs: int = Field(3, ge=1, description="epochs of a warm-started retrain (warm_start: true)")
     promotion_metric: Literal["macro_f1", "accuracy"] = "macro_f1"
     promotion_min_delta: float = Field(0.0, description="candidate must beat current by this (0: not drop)")
     promotion_max_class_drop: float | None = None
+    promotion_confidence: float | None = Field(
+        None, gt=0, lt=1, description="e.g. 0.9: the bootstrap interval of the macro-F1 lift must clear 0"
+    )
+    teacher_audit_min: int = Field(20, ge=1, description="audited teacher labels before the gate judges")
+    teacher_min_accuracy: float = Field(
+        0.5, ge=0, le=1, description="audited accuracy the teacher needs for its samples to be trained on"
+    )
+    # --- `pgkd up`: a part that dies is restarted (streams/supervisor.py)
+    restart_backoff: float = Field(1.0, ge=0, le=60, description="seconds before the first restart")
+    restart_max_backoff: float = Field(60.0, ge=0, le=3600, description="longest wait between restarts")
+    restart_budget: int = Field(5, ge=1, le=1000, description="restarts of one part allowed per window")
+    restart_window: float = Field(600.0, gt=0, le=86400, description="seconds of the restart budget")
     # --- observability
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus /metrics port; 0: any")
     metrics_host: str = Field("0.0.0.0", description="interface of /metrics and /healthz")
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> StreamSettings:
+        if self.restart_backoff > self.restart_max_backoff:
+            raise ValueError(
+                f"restart_backoff ({self.restart_backoff}) must not exceed restart_max_backoff "
+                f"({self.restart_max_backoff})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> StreamSettings:

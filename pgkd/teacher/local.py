@@ -155,6 +155,11 @@ class LocalTeacherServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def exit_status(self) -> int | None:
+        """The server's exit status once it has died by itself; None while it runs (or was stopped)."""
+        return None if self._proc is None else self._proc.poll()
+
     def start(self) -> Self:
         """Resolve the model, spawn the server and block until it answers ``GET /v1/models``."""
         if self._proc is not None:

@@ -29,6 +29,9 @@ def live_settings(
         "n_validation": 100,
         "max_chars": 300,
         "teacher": "simulated",
+        # The frozen-encoder head trains in seconds, which these tests of the plumbing need;
+        # test_live_fine_tuned.py runs the default (fine-tuning) trainer.
+        "mode": "head",
         "partitions": 2,
         "kafka_session_timeout": 6.0,
         "serve_batch": 16,

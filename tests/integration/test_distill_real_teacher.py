@@ -9,7 +9,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from pgkd.cli import app
+from cli.main import app
 from pgkd.student import Student
 from tests.conftest import topic_examples
 

@@ -131,8 +131,10 @@ def test_end_to_end_hard_events_mined_samples_generated_model_promoted_and_hot_s
         assert sum(versions[-1].samples_by_source.values()) > 0
         assert any(d["promoted"] and d.get("version") == versions[1].version for d in registry.decisions())
 
-        # Rollback: every serving worker goes back to the first model.
+        # Rollback: every serving worker goes back to the first model, and it stays there: the
+        # trainer, still fed samples, promotes nothing while the operator's hold lasts.
         rollback(stack.settings, "v0001")
+        assert registry.held()["reason"] == "rollback to v0001"
         time.sleep(3)
         producer = kafka.producer(stack.settings)
         ids = [f"after-rollback-{i}" for i in range(10)]
@@ -147,6 +149,13 @@ def test_end_to_end_hard_events_mined_samples_generated_model_promoted_and_hot_s
             lambda rs: set(ids) <= set(answered(rs)), timeout=120, what="answers after rollback"
         )
         assert {answered(records)[i][-1].model_version for i in ids} == {"v0001"}
+        assert registry.current().version == "v0001"
+        # The trainer shows the hold once its loop comes round (after a retrain it may be busy with).
+        port = stack.services["trainer"].metrics_port
+        deadline = time.monotonic() + 300
+        while metric(port, "pgkd_trainer_promotion_held") != 1:
+            assert time.monotonic() < deadline, "the trainer never showed the hold"
+            time.sleep(2)
         assert registry.current().version == "v0001"
 
 
@@ -212,6 +221,43 @@ def test_a_model_worse_on_validation_is_not_promoted(broker, redis_url, namespac
         assert metric(port, "pgkd_trainer_rejections_total", reason="metric") == 1
 
 
+def test_a_teacher_that_fails_its_audit_is_not_trained_on(broker, redis_url, namespace, tmp_path, kafka):
+    settings = live_settings(
+        broker, redis_url, namespace, tmp_path, retrain_every_samples=100, retrain_every_seconds=600
+    )
+    topics = Topics(namespace)
+    with EmbeddedStack(settings, tmp_path / "stack", services=("trainer",)) as stack:
+        stack.wait_healthy(timeout=300)
+        registry = connect.registry(stack.settings)
+        # The join's audit says the teacher was right on 8 of 40 live requests, the student on 10.
+        redis = connect.redis_client(stack.settings)
+        redis.hset(
+            f"{namespace}:teacher:audit", mapping={"judged": 40, "teacher_correct": 8, "student_correct": 10}
+        )
+        splits = load_splits(settings)
+        labels = list(splits.labels)
+        held_out = {e.text for e in (*splits.validation, *splits.test)}
+        fresh = [e for e in splits.traffic if e.text not in held_out]
+        producer = kafka.producer(stack.settings)
+        for e in fresh[:60]:  # the teacher's labels: all wrong
+            wrong = labels[(labels.index(e.label) + 1) % len(labels)]
+            sample = Sample.of(e.text, wrong, "teacher_labelled", teacher="scripted")
+            producer.send(topics.samples, key=sample.key.encode(), value=sample.to_bytes())
+        for e in fresh[60:100]:  # ground truth
+            sample = Sample.of(e.text, e.label, "feedback")
+            producer.send(topics.samples, key=sample.key.encode(), value=sample.to_bytes())
+        producer.flush()
+        deadline = time.monotonic() + 300
+        while not any("teacher_gate" in d for d in registry.decisions()):
+            assert time.monotonic() < deadline, "no retrain decision recorded"
+            time.sleep(1)
+        decision = next(d for d in registry.decisions() if "teacher_gate" in d)
+        assert decision["teacher_trusted"] is False and "0.200 on 40" in decision["teacher_gate"]
+        assert decision["samples"] == 40, "the teacher's 60 samples were trained on"
+        port = stack.services["trainer"].metrics_port
+        assert metric(port, "pgkd_trainer_teacher_trusted") == 0
+
+
 def test_malformed_requests_are_dead_lettered_and_two_workers_go_on_serving(
     broker, redis_url, namespace, tmp_path, kafka
 ):
@@ -225,7 +271,7 @@ def test_malformed_requests_are_dead_lettered_and_two_workers_go_on_serving(
         b'{"id": "m3", "text": "   "}': "schema",
         b'{"id": "m4", "text": "' + b"x" * (MAX_RECORD_BYTES + 10) + b'"}': "oversized",
     }
-    services = ("trainer", "serving")
+    services = ("trainer", "serving", "feedback")  # both serving and the join read `requests`
     with EmbeddedStack(settings, tmp_path / "stack", services=services, serving_workers=2) as stack:
         stack.wait_healthy(timeout=300)
         producer = kafka.producer(stack.settings, max_request_size=2 * MAX_RECORD_BYTES)
@@ -243,12 +289,17 @@ def test_malformed_requests_are_dead_lettered_and_two_workers_go_on_serving(
         )
         by_id = answered(records)
         assert set(by_id) == set(ids) and all(len(v) == 1 for v in by_id.values())
-        dead = [
-            decode(DeadLetter, r.value)
-            for r in kafka.reader(stack.settings, topics.dead_letter).until(
-                lambda rs: len(rs) >= len(bad), timeout=60, what="one dead letter per bad record"
-            )
-        ]
+        letters = kafka.reader(stack.settings, topics.dead_letter)
+        letters.until(lambda rs: len(rs) >= len(bad), timeout=60, what="one dead letter per bad record")
+        # The join reads `requests` too and skips what the topic's owner (serving) dead-letters.
+        join = stack.services["feedback"].metrics_port
+        deadline = time.monotonic() + 60
+        while sum(metric(join, "pgkd_skipped_records_total", reason=r) for r in set(bad.values())) < len(bad):
+            assert time.monotonic() < deadline, "the join never read the bad requests"
+            time.sleep(1)
+        for _ in range(6):  # a second letter for a record would be on the topic by now
+            letters.poll()
+        dead = [decode(DeadLetter, r.value) for r in letters.records]
         assert sorted(d.reason for d in dead) == sorted(bad.values())
         for d in dead:
             assert d.original() in bad and bad[d.original()] == d.reason

@@ -73,5 +73,5 @@ def test_server_process_is_gone_after_the_block(tmp_path):
         assert server.model == DEFAULT_LOCAL_MODEL
 
     assert not server.running
-    with pytest.raises(ProcessLookupError):
+    with pytest.raises(ProcessLookupError, match=r"No such process"):
         os.kill(pid, 0)

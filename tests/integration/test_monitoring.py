@@ -66,15 +66,18 @@ def test_every_dashboard_expression_returns_data(broker, redis_url, namespace, t
         retrain_every_seconds=10.0,
         teacher_calls_per_hour=100_000,
     )
-    with EmbeddedStack(settings, tmp_path / "stack") as stack:
+    with EmbeddedStack(settings, tmp_path / "stack", supervise=True) as stack:
         stack.wait_healthy(timeout=600)
+        assert stack.supervisor is not None
+        ports = {key: child.metrics_port for key, child in stack.services.items()}
+        ports["supervisor"] = stack.supervisor.metrics_port
         jobs = [
             {
                 "job_name": f"pgkd-{key}",
                 "scrape_interval": "2s",
-                "static_configs": [{"targets": [f"127.0.0.1:{child.metrics_port}"]}],
+                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
             }
-            for key, child in stack.services.items()
+            for key, port in ports.items()
         ]
         config = tmp_path / "prometheus.yml"
         config.write_text(yaml.safe_dump({"global": {"scrape_interval": "2s"}, "scrape_configs": jobs}))

@@ -1,5 +1,6 @@
 """Secrets never leave the settings: the teacher API key and the Redis and Kafka passwords appear
-in no log, no metric, no health answer, no registry record or model metadata, and no dead letter."""
+in no log, no metric, no health answer, no registry record or model metadata, no dead letter and no
+service's environment (the services read them from a settings file only their owner can read)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 API_KEY = "sk-pgkd-test-1b2c3d4e5f6a7b8c9d0e"
 REDIS_PASSWORD = "redis-pw-9f8e7d6c5b4a"
-# tansu has no SASL, so this one travels through the settings and the services' environment only
+# tansu has no SASL, so this one travels through the settings (the services' settings file) only
 # (the protocol stays PLAINTEXT): what is checked is that nothing prints or exports it.
 KAFKA_PASSWORD = "kafka-pw-0a1b2c3d4e5f"
 
@@ -84,6 +85,15 @@ def test_no_secret_in_logs_metrics_health_registry_or_dead_letters(broker, names
                     )
                 ]
                 exposed.append(repr(stack.settings) + str(stack.settings) + repr(stack.where))
+                # A service's environment carries no secret (any process it starts would inherit
+                # it): its settings come in one file only its owner can read.
+                for child in stack.services.values():
+                    assert child.proc is not None
+                    exposed.append(
+                        Path(f"/proc/{child.proc.pid}/environ").read_bytes().decode(errors="replace")
+                    )
+                settings_file = tmp_path / "stack" / "settings.toml"
+                assert settings_file.stat().st_mode & 0o077 == 0, "the settings file is readable by others"
         files = [p for p in Path(tmp_path).rglob("*") if p.is_file() and p.suffix in {".log", ".json", ""}]
         exposed += [
             p.read_text(errors="replace")

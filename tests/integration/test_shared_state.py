@@ -12,7 +12,7 @@ from pgkd.data import Example
 from pgkd.errors import TeacherBudgetExceeded, TeacherRateLimited
 from pgkd.feedback import Fact, FeedbackJoin
 from pgkd.registry import ModelRegistry
-from pgkd.samples import SampleStore, StoredSample
+from pgkd.samples import Retention, SampleStore, StoredSample
 from pgkd.student import Student
 from pgkd.teacher.openai_compat import OpenAICompatibleTeacher
 from pgkd.teacher.shared import HourlyLimits, SharedTeacher, shared_usage
@@ -45,6 +45,26 @@ def test_join_completes_once_whatever_the_order(redis_client, namespace):
     # A replayed prediction after the join does not emit it again; the key expires.
     assert join.apply([facts[1]]) == []
     assert 0 < redis_client.ttl(f"{namespace}:join:r1") <= 60
+
+
+def test_the_teacher_is_audited_once_per_request_whatever_the_order(redis_client, namespace):
+    join = FeedbackJoin(redis_client, namespace=namespace, ttl=60)
+    # r1: teacher right, student wrong; r2: both wrong; r3: teacher label, no truth yet
+    join.apply([Fact("r1", text="a", predicted="business", confidence=0.4, version="v1")])
+    join.record_teacher([("r1", "sport"), ("r3", "tech")])  # the teacher answers before the truth
+    join.apply([Fact("r1", gold="sport"), Fact("r2", gold="tech"), Fact("r2", text="b")])
+    join.apply([Fact("r2", predicted="sport", confidence=0.3, version="v1")])
+    join.record_teacher([("r2", "business")])  # ... and after it
+    join.record_teacher([("r1", "sport")])  # a replayed teacher write counts nothing twice
+    join.apply([Fact("r1", gold="sport")])
+    audit = join.teacher_audit()
+    assert (audit.judged, audit.teacher_correct, audit.student_correct) == (2, 1, 0)
+    assert audit.teacher_accuracy == 0.5 and audit.student_accuracy == 0.0
+    # a teacher write never completes (and so never steals) a join
+    join.apply([Fact("r4", text="c"), Fact("r4", predicted="tech", confidence=0.9, version="v1")])
+    join.record_teacher([("r4", "tech")])
+    assert [j.id for j in join.apply([Fact("r4", gold="tech")])] == ["r4"]
+    assert join.teacher_audit().judged == 3 and join.teacher_audit().student_correct == 1
 
 
 def test_an_unconfirmed_join_is_emitted_again_after_its_lease(redis_client, namespace):
@@ -98,6 +118,27 @@ def test_sample_store_dedups_and_lets_ground_truth_win(redis_client, namespace):
     assert store.all()[0].label == "sport" and store.counts() == {"feedback": 1}
 
 
+def test_retention_prunes_old_and_surplus_teacher_samples_and_keeps_ground_truth(redis_client, namespace):
+    store = SampleStore(redis_client, namespace=namespace)
+    teacher = [
+        StoredSample(f"t{i}", f"text {i}", "sport", "teacher_generated", ts=float(i)) for i in range(10)
+    ]
+    truth = [StoredSample(f"g{i}", f"truth {i}", "sport", "feedback", ts=0.0) for i in range(3)]
+    other = StoredSample("o1", "markets", "business", "teacher_labelled", ts=9.0)
+    store.add([*teacher, *truth, other])
+    # At most 4 teacher samples a class, none older than 5 s at t=10: t0..t4 are old, t5 is surplus.
+    assert store.prune(Retention(max_per_class=4, max_age=5.0), now=10.0) == 6
+    kept = {s.key for s in store.all()}
+    assert kept == {"t6", "t7", "t8", "t9", "g0", "g1", "g2", "o1"}
+    assert store.prune(Retention(max_per_class=0), now=10.0) == 5 and {s.key for s in store.all()} == {
+        "g0",
+        "g1",
+        "g2",
+    }
+    with pytest.raises(ValueError, match="max_age > 0"):
+        Retention(max_age=0)
+
+
 def test_registry_index_is_shared_and_rebuilt_from_storage(redis_client, namespace, tmp_path, tiny_encoder):
     root = tmp_path / "registry"
     a = ModelRegistry(root, redis=redis_client, namespace=namespace)
@@ -135,7 +176,9 @@ def test_shared_teacher_caches_and_shares_one_budget(redis_client, namespace):
     assert replicas[1].cache_hits["label"] == 3
     replicas[1].label([POOL[3].text, POOL[4].text])
     assert shared_usage(redis_client, namespace, "hour")["calls"] == 5
-    with pytest.raises(TeacherBudgetExceeded):
+    with pytest.raises(
+        TeacherBudgetExceeded, match=r"the shared hourly teacher budget for calls is spent \(5 per hour\)"
+    ):
         replicas[0].label([POOL[5].text])  # the other replica spent the rest of the hour's budget
     assert replicas[0].remaining()["calls"] == 0
 
@@ -151,7 +194,9 @@ def test_shared_rate_limit_says_when_to_retry(redis_client, namespace):
     )
     teacher.label([POOL[0].text])
     teacher.label([POOL[1].text])
-    with pytest.raises(TeacherRateLimited) as info:
+    with pytest.raises(
+        TeacherRateLimited, match=r"shared teacher rate limit of 2 calls/minute reached"
+    ) as info:
         teacher.label([POOL[2].text])
     assert info.value.retry_after == pytest.approx(50.0)
     now[0] += 60

@@ -39,20 +39,21 @@ def teacher(url: str, **options) -> OpenAICompatibleTeacher:
 
 
 @pytest.mark.parametrize(
-    ("behaviour", "error", "requests"),
+    ("behaviour", "error", "message", "requests"),
     [
-        (("status", 500), TeacherUnavailable, 3),
-        (("status", 503), TeacherUnavailable, 3),
-        (("rate_limited", 0), TeacherRateLimited, 3),
-        (("hang", 5), TeacherUnavailable, 3),
-        (("close",), TeacherUnavailable, 3),
-        (("status", 400), TeacherError, 1),  # not retried: asking again would not help
+        (("status", 500), TeacherUnavailable, r"answered HTTP 500 after 2 retries: scripted 500", 3),
+        (("status", 503), TeacherUnavailable, r"answered HTTP 503 after 2 retries: scripted 503", 3),
+        (("rate_limited", 0), TeacherRateLimited, r"is rate limiting \(HTTP 429 after 2 retries", 3),
+        (("hang", 5), TeacherUnavailable, r"did not answer within 2s \(2 retries\)", 3),
+        (("close",), TeacherUnavailable, r"cannot reach openai:scripted at .* \(2 retries\)", 3),
+        # not retried: asking again would not help
+        (("status", 400), TeacherError, r"refused the request with HTTP 400: scripted 400", 1),
     ],
 )
-def test_a_failing_call_raises_a_typed_error_after_bounded_retries(behaviour, error, requests):
+def test_a_failing_call_raises_a_typed_error_after_bounded_retries(behaviour, error, message, requests):
     with ScriptedTeacherServer(default=behaviour) as server:
         started = time.monotonic()
-        with pytest.raises(error):
+        with pytest.raises(error, match=message):
             teacher(server.base_url).label(["Arsenal beat Chelsea"])
         assert len(server.requests) == requests
         assert time.monotonic() - started < 30
@@ -85,7 +86,13 @@ def test_an_unusable_answer_is_an_abstention_counted_by_reason(content, reason):
 def test_a_body_cut_off_mid_answer_is_an_error_not_a_crash():
     with (
         ScriptedTeacherServer(default=("broken_body",)) as server,
-        pytest.raises((TeacherUnavailable, TeacherResponseError)),
+        pytest.raises(
+            (TeacherUnavailable, TeacherResponseError),
+            match=(
+                r"cannot reach openai:scripted at .* \(2 retries\)"
+                r"|sent an answer the client could not read"
+            ),
+        ),
     ):
         teacher(server.base_url).label(["Arsenal beat Chelsea"])
 
@@ -137,7 +144,7 @@ def test_the_circuit_breaker_stops_calling_a_teacher_that_keeps_failing():
     with ScriptedTeacherServer(default=("status", 500)) as server:
         breaker = CircuitBreaker(teacher(server.base_url, max_retries=0), failures=3, cooldown=60)
         for _ in range(3):
-            with pytest.raises(TeacherUnavailable):
+            with pytest.raises(TeacherUnavailable, match=r"answered HTTP 500 after 0 retries: scripted 500"):
                 breaker.label(["x"])
         seen = len(server.requests)
         for _ in range(5):

@@ -92,7 +92,7 @@ def test_schedule_whichever_first_and_never_without_samples():
     s = RetrainSchedule(every_samples=10, every_seconds=60)
     assert not s.due(0, 1000)
     assert s.due(10, 0) and s.due(1, 60) and not s.due(9, 59)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"every_samples must be >= 1 and every_seconds > 0, got 0,"):
         RetrainSchedule(every_samples=0)
 
 
@@ -110,7 +110,7 @@ def test_promotion_rule():
         {"macro_f1": 0.8, "per_class_f1": {"a": 0.6, "b": 0.8}},
     )
     assert not verdict.promote and verdict.check == "class_drop" and "'b'" in verdict.reason
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"metric must be 'macro_f1' or 'accuracy', got 'loss'"):
         PromotionRule(metric="loss")  # type: ignore[arg-type]
 
 
@@ -135,3 +135,19 @@ def test_retrain_scores_a_fresh_head_on_the_frozen_encoder(tiny_encoder):
     # Head mode does not depend on the previous model: the same data gives the same candidate.
     assert first.validation.macro_f1 == pytest.approx(again.validation.macro_f1)
     assert first.student is not base and base.metadata.version is None
+
+
+def test_teacher_gate_trusts_until_judged_then_needs_to_beat_the_floor_and_the_student():
+    from pgkd.continual import TeacherGate
+    from pgkd.feedback import TeacherAudit
+
+    gate = TeacherGate(min_judged=20, min_accuracy=0.5)
+    assert gate.decide(TeacherAudit(judged=19, teacher_correct=0))[0]  # too few to judge
+    ok, reason = gate.decide(TeacherAudit(judged=40, teacher_correct=30, student_correct=12))
+    assert ok and "0.750 on 40" in reason
+    # above the floor but below the student on the same requests: its labels would teach errors
+    ok, reason = gate.decide(TeacherAudit(judged=40, teacher_correct=24, student_correct=28))
+    assert not ok and "< 0.700" in reason
+    assert not gate.decide(TeacherAudit(judged=40, teacher_correct=16, student_correct=4))[0]
+    with pytest.raises(ValueError, match="min_accuracy"):
+        TeacherGate(min_accuracy=1.5)

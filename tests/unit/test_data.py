@@ -311,3 +311,38 @@ def test_duplicate_texts_are_dropped_so_no_text_spans_two_splits(tmp_path) -> No
         corpus = load_table(path)
     texts = [e.text for e in corpus.examples]
     assert "clash" not in texts and sum(t.casefold().split() == ["same", "text", "here"] for t in texts) == 1
+
+
+def test_foldoc_loader() -> None:
+    # No skip when dict-foldoc is absent: CI installs it, a missing corpus is a failure.
+    with pytest.warns(UserWarning, match="duplicate"):
+        corpus = load_corpus("foldoc")
+    counts = Counter(e.label for e in corpus.examples)
+    assert len(corpus.labels) == 37 and min(counts.values()) >= 40
+    assert max(counts.values()) > 10 * min(counts.values()), "the task is meant to be imbalanced"
+    assert set(corpus.descriptions) == set(corpus.labels)
+    assert not any("{" in e.text or "}" in e.text for e in corpus.examples)
+
+
+def test_foldoc_parsing_on_a_fake_file(tmp_path: Path) -> None:
+    import gzip
+
+    from pgkd.foldoc import load_foldoc
+
+    entries = [
+        "ping\n\n   <networking> A {program} to test whether a host\n   can be reached.\n\n   (1997-01-01)",
+        "Lisp\n\n   <language, history> A list processing language of the fifties.",
+        "Qux\n\n   <jargon> too short",  # under five words: not a text
+        "untagged\n\n   A paragraph that opens with no tag at all is skipped.",
+    ]
+    path = tmp_path / "foldoc.dict.dz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n\n".join(entries))
+    corpus = load_foldoc(path, min_count=1)
+    assert corpus.examples == (
+        Example("A program to test whether a host can be reached.", "networking"),
+        Example("A list processing language of the fifties.", "language"),
+    )
+    assert corpus.descriptions["networking"] == "computer networks and the internet"
+    with pytest.raises(DataError, match="apt-get install dict-foldoc"):
+        load_foldoc(tmp_path / "absent.dz")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from typer.main import get_command
 
-from pgkd.cli import app
+from cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

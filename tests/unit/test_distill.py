@@ -155,3 +155,71 @@ def test_rate_limited_step_is_skipped_not_fatal(splits, student, monkeypatch):
     result = distill(splits, teacher, DistillConfig(steps=2, samples_per_step=4, train=CFG), student=student)
     assert [r.step for r in result.history] == [0, 1, 2]
     assert "rate-limited" in result.history[1].note and result.history[2].accepted > 0
+
+
+def test_full_mode_fine_tunes_afresh_from_the_base_each_step(splits, student, monkeypatch):
+    import sys
+
+    loop = sys.modules["pgkd.distill"]  # the package re-exports distill() under the same name
+    starts = []
+    real = loop.successor
+
+    def spy(base, current, mode, *, seed, warm=False):
+        nxt = real(base, current, mode, seed=seed, warm=warm)
+        starts.append((current is base, warm, nxt.pooling))
+        return nxt
+
+    monkeypatch.setattr(loop, "successor", spy)
+    teacher = ScriptedTeacher(list(splits.traffic))
+    full = TrainConfig(max_epochs=2, learning_rate=3e-3)
+    distill(splits, teacher, DistillConfig(steps=2, samples_per_step=6, train=full), student=student)
+    assert len(starts) == 3 and all(not warm and pooling == "native" for _, warm, pooling in starts)
+    starts.clear()
+    distill(
+        splits,
+        teacher,
+        DistillConfig(steps=1, samples_per_step=6, train=full, warm_start=True),
+        student=student,
+    )
+    assert starts[-1][1] is True and starts[-1][0] is False  # step 1 continues from step 0's model
+
+
+def test_guidance_split_keeps_the_teacher_off_the_selection_set(splits, student):
+    from pgkd.distill import split_validation
+
+    guide, select = split_validation(splits.validation, 0.5, seed=0)
+    assert not {e.text for e in guide} & {e.text for e in select}
+    assert len(guide) + len(select) == len(splits.validation)
+    assert abs(len(guide) - len(select)) <= 3
+    teacher = ScriptedTeacher(list(splits.traffic))
+    result = distill(
+        splits,
+        teacher,
+        DistillConfig(steps=1, samples_per_step=6, prompt_examples=30, guidance_split=0.5, train=CFG),
+        student=student,
+    )
+    shown = {h.text for h in teacher.requests[0]["hard"]}
+    assert shown and shown <= {e.text for e in guide}
+    # the selection report covers the other half only
+    assert sum(result.history[0].validation["per_class_f1"].values()) >= 0
+    with pytest.raises(ValueError, match="guidance_split"):
+        DistillConfig(guidance_split=1.0)
+
+
+def test_ablations_drop_the_report_or_the_hard_negatives(splits, student):
+    no_report = ScriptedTeacher(list(splits.traffic))
+    distill(
+        splits,
+        no_report,
+        DistillConfig(steps=1, samples_per_step=6, use_report=False, train=CFG),
+        student=student,
+    )
+    assert no_report.requests[0]["report"] == "" and no_report.requests[0]["classes"]
+    no_hard = ScriptedTeacher(list(splits.traffic))
+    distill(
+        splits,
+        no_hard,
+        DistillConfig(steps=1, samples_per_step=6, use_hard_negatives=False, train=CFG),
+        student=student,
+    )
+    assert no_hard.requests[0]["hard"] == [] and "precision" in no_hard.requests[0]["report"]

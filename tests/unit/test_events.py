@@ -32,33 +32,41 @@ def test_request_round_trip():
 
 
 @pytest.mark.parametrize(
-    ("raw", "reason"),
+    ("raw", "reason", "message"),
     [
-        (b"{not json", "bad_json"),
-        (b"", "bad_json"),
-        (None, "bad_json"),
-        (b"\xff\xfe\x00garbage", "not_utf8"),
-        (b'{"id": "r1"}', "schema"),
-        (b'{"id": "r1", "text": 5}', "schema"),
-        (b'{"id": "r1", "text": "   "}', "schema"),
-        (b'{"id": "", "text": "x"}', "schema"),
-        (b"[1, 2, 3]", "schema"),
-        (b'"just a string"', "schema"),
-        (json.dumps({"id": "r1", "text": "x" * (MAX_TEXT_CHARS + 1)}).encode(), "schema"),
-        (b'{"id": "r1", "text": "x", "v": 99}', "unsupported_version"),
-        (b'{"id": "r1", "body": "a renamed field", "v": 2}', "unsupported_version"),
-        (b"{" + b'"a":' * 0 + b'"id": "r1", "text": "' + b"x" * MAX_RECORD_BYTES + b'"}', "oversized"),
+        (b"{not json", "bad_json", r"Invalid JSON"),
+        (b"", "bad_json", r"Invalid JSON"),
+        (None, "bad_json", r"empty record \(no value\)"),
+        (b"\xff\xfe\x00garbage", "not_utf8", r"'utf-8' codec can't decode byte 0xff"),
+        (b'{"id": "r1"}', "schema", r"text: Field required"),
+        (b'{"id": "r1", "text": 5}', "schema", r"text: Input should be a valid string"),
+        (b'{"id": "r1", "text": "   "}', "schema", r"text: .*text is blank"),
+        (b'{"id": "", "text": "x"}', "schema", r"id: String should have at least 1 character"),
+        (b"[1, 2, 3]", "schema", r"Request: Input should be an object"),
+        (b'"just a string"', "schema", r"Request: Input should be an object"),
+        (
+            json.dumps({"id": "r1", "text": "x" * (MAX_TEXT_CHARS + 1)}).encode(),
+            "schema",
+            r"text: String should have at most",
+        ),
+        (b'{"id": "r1", "text": "x", "v": 99}', "unsupported_version", r"schema v99 > v1"),
+        (b'{"id": "r1", "body": "a renamed field", "v": 2}', "unsupported_version", r"schema v2 > v1"),
+        (
+            b"{" + b'"a":' * 0 + b'"id": "r1", "text": "' + b"x" * MAX_RECORD_BYTES + b'"}',
+            "oversized",
+            r"\d+ bytes > \d+",
+        ),
     ],
 )
-def test_bad_records_name_their_reason(raw, reason):
-    with pytest.raises(EventDecodeError) as info:
+def test_bad_records_name_their_reason(raw, reason, message):
+    with pytest.raises(EventDecodeError, match=rf"^{reason}: {message}") as info:
         decode(Request, raw)
     assert info.value.reason == reason
 
 
 def test_deeply_nested_json_is_a_clean_error():
     deep = b'{"id": "r1", "text": "x", "meta": ' + b"[" * 5000 + b"]" * 5000 + b"}"
-    with pytest.raises(EventDecodeError):
+    with pytest.raises(EventDecodeError, match=r"^bad_json: (Invalid JSON|nesting too deep)"):
         decode(Request, deep)
 
 
@@ -117,7 +125,7 @@ def test_sample_key_is_the_content_hash_of_normalised_text():
 
 
 def test_model_update_requires_a_sha256():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"sha256\s+String should match pattern"):
         ModelUpdate(version="v0001", uri="/x", sha256="not-a-hash")
 
 
@@ -127,5 +135,5 @@ def test_topics_are_namespaced_and_cover_every_spec():
     layout = topics.layout(4)
     assert len(layout) == len(SPECS)
     assert layout["t1.model-updates"] == 1 and layout["t1.requests"] == 4
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"unknown topic 'nope'"):
         topics.name("nope")

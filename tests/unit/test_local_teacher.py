@@ -103,7 +103,9 @@ def test_missing_part_names_the_package_and_the_pip_command(
     register(monkeypatch, model)
     install(site, model, CHUNKS, skip=1)
 
-    with pytest.raises(LocalTeacherError) as info:
+    with pytest.raises(
+        LocalTeacherError, match=r"model 'fake' needs 1 package\(s\) that are not installed"
+    ) as info:
         resolve_model("fake", tmp_path / "cache")
 
     message = str(info.value)
@@ -305,7 +307,7 @@ def test_server_lifecycle(stand_in):
         assert server.model == "fake-alias"
         assert server.startup_s is not None
     assert not server.running
-    with pytest.raises(ProcessLookupError):
+    with pytest.raises(ProcessLookupError, match=r"No such process"):
         os.kill(pid, 0)
     assert "fake server up" in server.log_path.read_text()
 
@@ -337,5 +339,5 @@ def test_stop_escalates_to_sigkill(stand_in):
     server.stop()
     server.stop()  # idempotent
 
-    with pytest.raises(ProcessLookupError):
+    with pytest.raises(ProcessLookupError, match=r"No such process"):
         os.kill(pid, 0)

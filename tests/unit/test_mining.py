@@ -28,9 +28,9 @@ def test_evaluate_matches_hand_counts():
 
 
 def test_evaluate_rejects_mismatched_lengths_and_empty():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"gold has 1 labels but predicted has 2"):
         evaluate(LABELS, ["a"], ["a", "b"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"cannot evaluate on an empty set"):
         evaluate(LABELS, [], [])
 
 
@@ -66,9 +66,9 @@ def test_uncertainty_rules():
     ent = uncertainty(probs, "entropy")
     assert ent[2] == pytest.approx(1.0) and ent[0] < ent[1] < ent[2]
     assert is_uncertain(probs, 0.5).tolist() == [False, True, True]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"unknown uncertainty rule 'nope'"):
         uncertainty(probs, "nope")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\], got 1\.5"):
         is_uncertain(probs, 1.5)
 
 

@@ -55,3 +55,31 @@ def test_fetch_refuses_a_checksum_mismatch(tmp_path, tiny_encoder):
     weights.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="checksum mismatch"):
         fetch_model(record.uri, record.sha256, tmp_path / "cache")
+
+
+def test_a_hold_lasts_until_released_and_survives_a_new_registry_object(registry):
+    assert registry.held() is None
+    registry.hold("rollback to v0001")
+    assert registry.held()["reason"] == "rollback to v0001"
+    # Another process (the trainer) opening the same storage sees the hold.
+    again = ModelRegistry(registry.root, cache_dir=registry.cache_dir)
+    assert again.held()["reason"] == "rollback to v0001"
+    again.release()
+    assert registry.held() is None and again.held() is None
+    again.release()  # releasing nothing is no error
+
+
+def test_a_promotion_lands_only_while_no_hold_is_in_force(registry, tiny_encoder):
+    first = registry.publish(Student.create(LABELS, tiny_encoder))
+    second = registry.publish(Student.create(LABELS, tiny_encoder, seed=1))
+    assert registry.set_current_unless_held(second.version) is None
+    assert registry.current().version == second.version
+    # A rollback: hold and pointer move together, and the next promotion is refused.
+    assert registry.hold("rollback to v0001", first.version).version == first.version
+    assert registry.current().version == first.version
+    assert registry.set_current_unless_held(second.version)["reason"] == "rollback to v0001"
+    assert registry.current().version == first.version
+    registry.release()
+    assert registry.set_current_unless_held(second.version) is None
+    with pytest.raises(ModelError, match="no model version"):
+        registry.set_current_unless_held("v0042")

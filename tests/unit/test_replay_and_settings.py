@@ -59,9 +59,9 @@ def test_replay_paces_to_the_rate():
 
 
 def test_replay_rejects_bad_settings():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"rate must be positive or None, got 0"):
         Replayer(RecordingProducer(), Topics("t"), rate=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"feedback_fraction must be in \[0, 1\], got 1\.5"):
         Replayer(RecordingProducer(), Topics("t"), feedback_fraction=1.5)
 
 
@@ -93,3 +93,22 @@ def test_sasl_needs_credentials_and_reaches_the_client_options():
     options = kafka_options(settings)
     assert options["sasl_plain_password"] == "pw" and options["ssl_cafile"] == "/etc/ca.pem"
     assert options["bootstrap_servers"] == ["k:9092"] and options["sasl_mechanism"] == "SCRAM-SHA-512"
+
+
+def test_a_service_gets_its_settings_as_one_file_only_its_owner_reads(tmp_path, monkeypatch):
+    import stat
+
+    from pgkd.settings import load_settings
+    from streams.stack import write_settings
+
+    settings = StreamSettings(
+        bootstrap_servers="k:9092",
+        redis_url="redis://:s3cret@r:6379/1",
+        teacher_api_key="sk-x",
+        serve_batch=16,
+    )
+    path = write_settings(settings, tmp_path / "run" / "settings.toml")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for key in [k for k in __import__("os").environ if k.startswith("PGKD_")]:
+        monkeypatch.delenv(key)
+    assert load_settings(path, StreamSettings) == settings

@@ -83,3 +83,33 @@ def test_lag_series_of_revoked_partitions_disappear():
         if s.labels["service"] == "unit-test"
     }
     assert samples == {"1": 2.0}
+
+
+def test_each_service_exports_its_own_metrics_and_the_common_ones_only():
+    from prometheus_client import generate_latest
+
+    from streams.metrics import registry_for
+
+    exported = {
+        service: generate_latest(registry_for(service)).decode()
+        for service in ("serving", "feedback", "mining", "trainer")
+    }
+    assert "pgkd_serving_requests_total" in exported["serving"]
+    assert "pgkd_serving_requests_total" not in exported["mining"]
+    assert "pgkd_trainer_promotions_total" in exported["trainer"]
+    assert not any("pgkd_trainer_" in text for s, text in exported.items() if s != "trainer")
+    assert (
+        "pgkd_teacher_calls_total" in exported["mining"] and "pgkd_teacher_calls" not in exported["serving"]
+    )
+    for text in exported.values():  # every service: its health, lag and dead letters, and its process
+        assert "pgkd_dead_letters_total" in text or "# TYPE pgkd_dead_letters counter" in text
+        assert "process_resident_memory_bytes" in text
+
+
+def test_no_metric_is_left_on_the_global_registry():
+    from prometheus_client import REGISTRY
+
+    from streams import metrics  # noqa: F401 - importing it must register nothing globally
+
+    names = {m.name for m in REGISTRY.collect()}
+    assert not {n for n in names if n.startswith("pgkd_")}, names

@@ -1,7 +1,7 @@
 import pytest
 from typer.testing import CliRunner
 
-from pgkd.cli import app
+from cli.main import app
 from pgkd.settings import load_settings
 
 
@@ -20,7 +20,7 @@ def test_precedence_flags_over_env_over_file(tmp_path, monkeypatch):
 def test_invalid_values_are_refused(tmp_path):
     with pytest.raises(ValueError, match="teacher"):
         load_settings(None, teacher="gpt")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"config file .*missing\.toml does not exist"):
         load_settings(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("stepz = 3\n")
@@ -42,3 +42,10 @@ def test_cli_reports_library_errors_without_traceback(tmp_path):
     )
     assert result.exit_code == 1
     assert "error:" in result.output and "Traceback" not in result.output
+
+
+def test_restart_backoff_bounds_are_checked_where_settings_enter():
+    from streams.settings import StreamSettings
+
+    with pytest.raises(ValueError, match="must not exceed restart_max_backoff"):
+        StreamSettings(restart_backoff=30, restart_max_backoff=5)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pgkd.calibration import calibrate
 from pgkd.errors import ModelError
 from pgkd.student import Student, TrainConfig
 from tests.conftest import TOPICS, topic_examples
@@ -22,13 +23,21 @@ def test_train_config_validates_itself():
         TrainConfig(mode="half")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
-    assert TrainConfig(mode="full").epochs == 4 and TrainConfig(mode="head").epochs == 200
+    assert TrainConfig().mode == "full", "the default student must fine-tune, not freeze the encoder"
+    assert TrainConfig(mode="full").epochs == 20 and TrainConfig(mode="head").epochs == 200
+    assert TrainConfig().batch == 16 and TrainConfig().warmup == 0.1 and TrainConfig(mode="head").warmup == 0
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        TrainConfig(warmup_ratio=1.0)
+    with pytest.raises(ValueError, match="class_weight"):
+        TrainConfig(class_weight="inverse")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="device"):
+        TrainConfig(device="tpu")  # type: ignore[arg-type]
 
 
 def test_create_rejects_bad_labels(tiny_encoder):
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError, match=r"a student needs at least 2 distinct labels, got \['only'\]"):
         Student.create(["only"], tiny_encoder)
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError, match=r"a student needs at least 2 distinct labels, got \['a', 'a'\]"):
         Student.create(["a", "a"], tiny_encoder)
 
 
@@ -45,7 +54,8 @@ def test_predict_shapes_and_probabilities(tiny_encoder):
 @pytest.mark.parametrize("mode", ["head", "full"])
 def test_fit_learns_and_keeps_best_epoch(tiny_encoder, data, mode):
     train, val = data
-    s = Student.create(LABELS, tiny_encoder, seed=1)
+    s = Student.create(LABELS, tiny_encoder, seed=1).successor(mode, seed=1)
+    assert s.pooling == ("native" if mode == "full" else "mean")
     before = np.mean(
         [a == e.label for a, e in zip(s.predict([e.text for e in val]).labels, val, strict=False)]
     )
@@ -156,3 +166,89 @@ def test_int8_inference_copy_predicts_like_the_original_and_refuses_training(tin
         q.save(tmp_path / "q")
     with pytest.raises(ModelError, match="inference mode"):
         s.for_inference("fp4")  # type: ignore[arg-type]
+
+
+def test_head_mode_refuses_a_natively_scored_student(tiny_encoder, data):
+    s = Student.create(LABELS, tiny_encoder).successor("full")
+    with pytest.raises(ModelError, match="successor"):
+        s.fit(*data, TrainConfig(mode="head", max_epochs=1))
+
+
+def test_successors_start_from_the_base_weights_with_a_fresh_head(tiny_encoder, data):
+    base = Student.create(LABELS, tiny_encoder, seed=0)
+    full = base.successor("full", seed=3)
+    full.fit(*data, TrainConfig(max_epochs=2, learning_rate=3e-3))
+    again = base.successor("full", seed=3)
+    # the base encoder is untouched by a successor's fine-tuning, and a new successor starts there
+    for (name, w), (_, w0) in zip(
+        again.model.base_model.state_dict().items(), base.model.base_model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(w, w0), name
+    assert not torch.equal(full.model.classifier.weight, again.model.classifier.weight)
+    head = base.successor("head")
+    assert head._features is base._features  # frozen encoder: the cache is shared
+    assert full._features is not base._features
+
+
+def test_rare_class_weighting_lifts_its_share_of_predictions(tiny_encoder):
+    examples = topic_examples(40, seed=3)
+    rare = [e for e in examples if e.label == "tech"][:3]
+    train = [e for e in examples if e.label != "tech"][:60] + rare
+    val = topic_examples(20, seed=4)
+    probe = [e.text for e in topic_examples(30, seed=5) if e.label == "tech"]
+
+    def tech_mass(rule):
+        s = Student.create(LABELS, tiny_encoder, seed=0).successor("head")
+        s.fit(train, val, TrainConfig(mode="head", max_epochs=40, learning_rate=5e-2, class_weight=rule))
+        return float(s.predict(probe).probs[:, LABELS.index("tech")].mean())
+
+    assert tech_mass("balanced") > tech_mass("none")
+
+
+def test_native_student_loads_in_transformers_with_the_same_answers(tiny_encoder, data, tmp_path):
+    from transformers import pipeline
+
+    s = Student.create(LABELS, tiny_encoder, seed=1).successor("full", seed=1)
+    s.fit(*data, TrainConfig(max_epochs=6, learning_rate=3e-3))
+    s.metadata.metrics = {"test": {"accuracy": 0.91, "macro_f1": 0.9}, "teacher": "simulated"}
+    fitted = calibrate(s, data[1])  # folded into the weights: transformers must see it too
+    assert fitted.temperature != 1.0
+    out = s.save(tmp_path / "m")
+    texts = [e.text for e in data[1]]
+    ours = s.predict(texts)
+    classify = pipeline("text-classification", model=str(out), tokenizer=str(out), top_k=None, device="cpu")
+    theirs = classify(texts, truncation=True, max_length=s.metadata.max_length)
+    for text_scores, probs in zip(theirs, ours.probs, strict=True):
+        by_label = {d["label"]: d["score"] for d in text_scores}
+        assert np.allclose([by_label[c] for c in LABELS], probs, atol=1e-5)
+    # no path of the training machine in what is shipped
+    for name in ("pgkd.json", "config.json", "tokenizer_config.json"):
+        assert str(tiny_encoder) not in (out / name).read_text() and "/tmp" not in (out / name).read_text()
+    card = (out / "README.md").read_text()
+    assert "pipeline_tag: text-classification" in card and "0.9100" in card and "simulated" in card
+    assert f"T = {fitted.temperature:.3f}" in card
+
+
+def test_a_head_mode_student_is_refused_by_transformers_and_loads_in_pgkd(tiny_encoder, data, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    s = Student.create(LABELS, tiny_encoder).successor("head")
+    s.fit(*data, TrainConfig(mode="head", max_epochs=5))
+    out = s.save(tmp_path / "m")
+    with pytest.raises(ValueError, match="pgkd"):
+        AutoModelForSequenceClassification.from_pretrained(out)
+    texts = [e.text for e in data[1]]
+    assert np.allclose(Student.load(out).predict(texts).probs, s.predict(texts).probs, atol=1e-6)
+    assert "pgkd.Student.load" in (out / "README.md").read_text()
+
+
+def test_the_feature_memo_is_bounded_and_keeps_the_latest_texts(tiny_encoder, monkeypatch):
+    import pgkd.student as module
+
+    monkeypatch.setattr(module, "FEATURE_CACHE_SIZE", 5)
+    s = Student.create(LABELS, tiny_encoder).successor("head")
+    texts = [f"text number {i} about the markets" for i in range(20)]
+    first = s.encode(texts, cache=True)
+    assert len(s._features) == 5 and set(s._features) == set(texts[-5:])
+    again = s.encode(texts, cache=True)  # evicted ones are computed again, and the same
+    assert torch.allclose(first, again, atol=1e-6)

@@ -49,7 +49,7 @@ def test_half_open_probe_closes_on_success_and_reopens_longer_on_failure():
     inner = ScriptedTeacher([TeacherResponseError("junk")] * 2 + [TeacherUnavailable("still down"), "a"])
     breaker = CircuitBreaker(inner, failures=2, cooldown=10, clock=lambda: now[0])
     for _ in range(2):
-        with pytest.raises(TeacherResponseError):
+        with pytest.raises(TeacherResponseError, match=r"^junk$"):
             breaker.label(["x"])
     now[0] = 11
     assert breaker.state == "half_open"
@@ -68,10 +68,10 @@ def test_rate_limits_and_successes_do_not_count_as_failures():
         [TeacherUnavailable("x"), TeacherRateLimited("slow down", 5), "a", TeacherUnavailable("y")]
     )
     breaker = CircuitBreaker(inner, failures=2, cooldown=10, clock=lambda: 0.0)
-    for expected in (TeacherUnavailable, TeacherRateLimited):
-        with pytest.raises(expected):
+    for expected, message in ((TeacherUnavailable, r"^x$"), (TeacherRateLimited, r"^slow down$")):
+        with pytest.raises(expected, match=message):
             breaker.label(["x"])
     breaker.label(["x"])  # a success resets the count
-    with pytest.raises(TeacherUnavailable):
+    with pytest.raises(TeacherUnavailable, match=r"^y$"):
         breaker.label(["x"])
     assert breaker.state == "closed"

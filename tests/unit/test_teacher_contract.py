@@ -149,7 +149,7 @@ def test_generate_never_repeats_itself_across_steps(teacher: Teacher) -> None:
 
 def test_generate_zero_is_empty_and_unknown_classes_are_refused(teacher: Teacher) -> None:
     assert generate(teacher, n=0).samples == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"classes \['weather'\] are not in the taxonomy"):
         generate(teacher, classes=["weather"])
 
 

@@ -300,7 +300,7 @@ def test_empty_text_abstains_without_a_call() -> None:
 
 def test_label_rejects_a_bare_string() -> None:
     teacher, _ = make_teacher(lambda body: label_answer("tech"))
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"label\(\) takes a sequence of texts, not one string"):
         teacher.label("one text")
 
 
@@ -671,7 +671,9 @@ def test_429_with_retry_after_becomes_teacher_rate_limited_after_retries() -> No
         return httpx2.Response(429, json={"error": {"message": "slow down"}}, headers={"retry-after": "0.01"})
 
     teacher, endpoint = make_teacher(reply, max_retries=2, structured_output="json_schema")
-    with pytest.raises(TeacherRateLimited) as caught:
+    with pytest.raises(
+        TeacherRateLimited, match=r"is rate limiting \(HTTP 429 after 2 retries; retry after 0\.01s\)"
+    ) as caught:
         teacher.label(["chips"])
     assert caught.value.retry_after == pytest.approx(0.01)
     assert len(endpoint.requests) == 3
@@ -684,7 +686,9 @@ def test_429_with_a_far_retry_after_date_is_not_retried_and_reports_the_wait() -
         return httpx2.Response(429, json={"error": {"message": "quota"}}, headers={"retry-after": later})
 
     teacher, endpoint = make_teacher(reply, max_retries=3, structured_output="json_schema")
-    with pytest.raises(TeacherRateLimited) as caught:
+    with pytest.raises(
+        TeacherRateLimited, match=r"is rate limiting \(HTTP 429 after 3 retries; retry after 3\d{3}"
+    ) as caught:
         teacher.label(["chips"])
     assert caught.value.retry_after == pytest.approx(3600, abs=5)
     assert len(endpoint.requests) == 1
@@ -692,7 +696,7 @@ def test_429_with_a_far_retry_after_date_is_not_retried_and_reports_the_wait() -
 
 def test_429_without_retry_after() -> None:
     teacher, _ = make_teacher(lambda body: httpx2.Response(429, json={}), structured_output="json_schema")
-    with pytest.raises(TeacherRateLimited) as caught:
+    with pytest.raises(TeacherRateLimited, match=r"is rate limiting \(HTTP 429 after 0 retries\)$") as caught:
         teacher.label(["chips"])
     assert caught.value.retry_after is None
 
@@ -727,7 +731,7 @@ def test_other_4xx_is_a_teacher_error() -> None:
 
 def test_errors_during_generation_propagate() -> None:
     teacher, _ = make_teacher(lambda body: httpx2.Response(503, json={}), structured_output="json_schema")
-    with pytest.raises(TeacherUnavailable):
+    with pytest.raises(TeacherUnavailable, match=r"answered HTTP 503 after 0 retries"):
         generate(teacher)
 
 
@@ -756,7 +760,9 @@ def test_usage_is_estimated_when_the_server_reports_none() -> None:
 def test_call_budget_raises_before_the_call() -> None:
     teacher, endpoint = make_teacher(lambda body: label_answer("tech"), budget=TeacherBudget(max_calls=2))
     teacher.label(["a", "b"])
-    with pytest.raises(TeacherBudgetExceeded) as caught:
+    with pytest.raises(
+        TeacherBudgetExceeded, match=r"teacher budget for calls is spent \(2 of 2\)"
+    ) as caught:
         teacher.label(["c"])
     assert caught.value.resource == "calls"
     assert len(endpoint.requests) == 2
@@ -774,7 +780,7 @@ def test_token_and_cost_budgets(budget: TeacherBudget, resource: str) -> None:
         lambda body: completion(label_answer("tech"), prompt_tokens=40, completion_tokens=10), budget=budget
     )
     teacher.label(["a"])
-    with pytest.raises(TeacherBudgetExceeded) as caught:
+    with pytest.raises(TeacherBudgetExceeded, match=rf"teacher budget for {resource} is spent") as caught:
         teacher.label(["b"])
     assert caught.value.resource == resource
 
@@ -788,7 +794,7 @@ def test_generation_budget_spent_part_way_returns_what_was_accepted() -> None:
     teacher, _ = make_teacher(reply, budget=TeacherBudget(max_calls=2), samples_per_call=2)
     result = generate(teacher, classes=["tech"], n=6)
     assert result.accepted == 4 and teacher.usage.calls == 2
-    with pytest.raises(TeacherBudgetExceeded):
+    with pytest.raises(TeacherBudgetExceeded, match=r"teacher budget for calls is spent \(2 of 2\)"):
         generate(teacher, classes=["tech"], n=2)
 
 
@@ -831,7 +837,9 @@ def test_api_key_never_leaks_into_name_repr_usage_or_errors() -> None:
         return httpx2.Response(401, json={"error": {"message": f"Incorrect API key provided: {SECRET}"}})
 
     teacher, endpoint = make_teacher(reply, structured_output="json_schema")
-    with pytest.raises(TeacherError) as caught:
+    with pytest.raises(
+        TeacherError, match=r"refused the request with HTTP 401: Incorrect API key provided: \*\*\*"
+    ) as caught:
         teacher.label(["chips"])
     assert endpoint.authorization == [f"Bearer {SECRET}"]  # it is sent, as it must be
     for text in (
