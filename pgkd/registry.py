@@ -29,7 +29,8 @@ from typing import Any
 import fsspec
 
 from pgkd.errors import ModelError
-from pgkd.student import WEIGHTS_FILE, Student, file_sha256
+from pgkd.fingerprint import file_digest
+from pgkd.student import WEIGHTS_FILE, Student
 
 RECORD_FILE = "record.json"
 GUIDANCE_FILE = "guidance.json"
@@ -126,7 +127,7 @@ class ModelRegistry:
         uri = _join(self.root, version)
         with tempfile.TemporaryDirectory(prefix="pgkd-publish-") as tmp:
             local = student.save(Path(tmp) / version)
-            sha256 = file_sha256(local / WEIGHTS_FILE)
+            sha256 = file_digest(local / WEIGHTS_FILE)
             record = ModelRecord(
                 version=version,
                 uri=uri,
@@ -332,7 +333,7 @@ def fetch_model(uri: str, sha256: str, cache_dir: str | Path) -> Student:
         weights = directory / WEIGHTS_FILE
         if not weights.is_file():
             raise ModelError(f"{uri} has no {WEIGHTS_FILE}")
-        actual = file_sha256(weights)
+        actual = file_digest(weights)
         if actual != sha256:
             raise ModelError(f"checksum mismatch for {uri}: expected {sha256[:12]}..., got {actual[:12]}...")
         return Student.load(directory)

@@ -19,7 +19,6 @@ serving (dynamically quantised encoder) that predicts only.
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.resources
 import json
 import math
@@ -40,6 +39,7 @@ from transformers import logging as hf_logging
 
 from pgkd.data import Example
 from pgkd.errors import ModelError
+from pgkd.fingerprint import file_digest
 from pgkd.model_card import write_model_card
 from pgkd.out_of_taxonomy import OutOfTaxonomy
 from pgkd.training import (
@@ -129,14 +129,6 @@ class StudentMetadata:
     format_version: int = FORMAT_VERSION
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class Student:
     """A fine-tunable text classifier with the uniform verbs ``fit``, ``predict``, ``save``, ``load``.
 
@@ -221,7 +213,7 @@ class Student:
             raise ModelError(f"{meta_path} is not valid pgkd metadata: {exc}") from exc
         if meta.format_version > FORMAT_VERSION:
             raise ModelError(f"{directory} was written by a newer pgkd (format {meta.format_version})")
-        if verify and meta.weights_sha256 and file_sha256(weights) != meta.weights_sha256:
+        if verify and meta.weights_sha256 and file_digest(weights) != meta.weights_sha256:
             raise ModelError(f"checksum mismatch for {weights}: the file is corrupt or was altered")
         try:
             config = _read_config(directory)
@@ -244,7 +236,7 @@ class Student:
         self.model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
         _write_config(directory, self.pooling)
-        self.metadata.weights_sha256 = file_sha256(directory / WEIGHTS_FILE)
+        self.metadata.weights_sha256 = file_digest(directory / WEIGHTS_FILE)
         self.metadata.out_of_taxonomy = self.fence.save(directory) if self.fence is not None else None
         self.metadata.created_at = self.metadata.created_at or datetime.now(UTC).isoformat(timespec="seconds")
         (directory / METADATA_FILE).write_text(json.dumps(asdict(self.metadata), indent=2, sort_keys=True))

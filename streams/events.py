@@ -16,13 +16,13 @@ streams.events.EventDecodeError: schema: text: Field required
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import time
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pgkd.fingerprint import digest
 from pgkd.teacher.filters import normalise
 
 SCHEMA_VERSION = 1
@@ -130,7 +130,7 @@ SampleSource = Literal["teacher_generated", "teacher_labelled", "feedback", "inj
 
 def sample_key(text: str) -> str:
     """Content hash that identifies a sample: the same text (normalised) is the same sample."""
-    return hashlib.sha256(normalise(text).encode()).hexdigest()[:32]
+    return digest(normalise(text), length=32)
 
 
 class Sample(Event):

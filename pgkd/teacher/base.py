@@ -13,11 +13,9 @@ Both account what they spend in :attr:`Teacher.usage` and respect a :class:`Teac
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,7 +23,8 @@ import numpy as np
 
 from pgkd.data import Example
 from pgkd.errors import TeacherBudgetExceeded
-from pgkd.mining import ScoredExample
+from pgkd.fingerprint import json_digest
+from pgkd.teacher.request import GenerationRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,19 +177,10 @@ class Teacher(Protocol):
         """One :class:`TeacherLabel` per text, in order: a taxonomy label or an abstention."""
         ...
 
-    def generate(
-        self,
-        *,
-        report: str,
-        classes: Sequence[str],
-        correct: Sequence[ScoredExample],
-        misclassified: Sequence[ScoredExample],
-        hard_negatives: Sequence[ScoredExample],
-        n: int,
-        exclude: Collection[str] = (),
-    ) -> GenerationResult:
-        """At most ``n`` new samples, spread evenly over ``classes`` (weakest first gets the
-        remainder), none of them a text in ``exclude`` (compared normalised)."""
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """One PGKD step: at most ``request.n`` new samples, spread evenly over ``request.classes``
+        (the weakest first gets the remainder), none of them a text in ``request.exclude`` (compared
+        normalised)."""
         ...
 
 
@@ -260,20 +250,13 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 def prompt_hash(teacher: str, **prompt: Any) -> str:
-    """A stable hash of what a teacher is shown (equal hashes, equal prompts), for caching answers
-    and recording which prompt produced a sample. Scored examples count by text, label, verdict and
-    confidence (to 4 places).
+    """A stable hash of what a teacher is shown (equal hashes, equal prompts) and of who is shown it,
+    for caching answers and recording which prompt produced a sample: the label of one text
+    (``text=...``) or one PGKD step (``generate=request.fingerprint``).
 
     >>> prompt_hash("openai:gpt", text="hi") == prompt_hash("openai:gpt", text="hi")
     True
+    >>> prompt_hash("openai:gpt", text="hi") == prompt_hash("simulated", text="hi")
+    False
     """
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, ScoredExample):
-            return [value.text, value.label, value.predicted, round(value.confidence, 4)]
-        if isinstance(value, list | tuple):
-            return [plain(v) for v in value]
-        return value
-
-    payload = {"teacher": teacher, **{k: plain(v) for k, v in prompt.items()}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+    return json_digest({"teacher": teacher, **prompt}, length=32)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
 from pgkd.errors import TeacherBudgetExceeded, TeacherError, TeacherRateLimited, TeacherUnavailable
-from pgkd.mining import ScoredExample
 from pgkd.teacher.base import GenerationResult, Teacher, TeacherLabel, WrappedTeacher
+from pgkd.teacher.request import GenerationRequest
 
 T = TypeVar("T")
 State = Literal["closed", "open", "half_open"]
@@ -60,28 +60,8 @@ class CircuitBreaker(WrappedTeacher):
     def label(self, texts: Sequence[str]) -> list[TeacherLabel]:
         return self._call(lambda: self.inner.label(texts))
 
-    def generate(
-        self,
-        *,
-        report: str,
-        classes: Sequence[str],
-        correct: Sequence[ScoredExample],
-        misclassified: Sequence[ScoredExample],
-        hard_negatives: Sequence[ScoredExample],
-        n: int,
-        exclude: Collection[str] = (),
-    ) -> GenerationResult:
-        return self._call(
-            lambda: self.inner.generate(
-                report=report,
-                classes=classes,
-                correct=correct,
-                misclassified=misclassified,
-                hard_negatives=hard_negatives,
-                n=n,
-                exclude=exclude,
-            )
-        )
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        return self._call(lambda: self.inner.generate(request))
 
     def _state(self) -> State:
         if self.opened_at is None:

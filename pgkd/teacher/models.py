@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgkd.errors import LocalTeacherError
+from pgkd.fingerprint import file_digest
 
 _CHUNK_BYTES = 8 * 1024 * 1024
 DEFAULT_CACHE_DIR = Path("~/.cache/pgkd/models")
@@ -168,15 +169,6 @@ def _write_stamp(path: Path, stamp: Path, sha256: str) -> None:
     os.replace(tmp, stamp)
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_CHUNK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verify(path: Path, model: LocalModel, stamp: Path) -> bool:
     """Check size and sha256, re-hashing only when the stamp does not vouch for the file as it is now."""
     if model.size is not None and path.stat().st_size != model.size:
@@ -185,7 +177,7 @@ def _verify(path: Path, model: LocalModel, stamp: Path) -> bool:
         return True
     if _is_verified(path, stamp, model.sha256):
         return True
-    if sha256_file(path) != model.sha256:
+    if file_digest(path) != model.sha256:
         return False
     with contextlib.suppress(OSError):  # a read-only cache still works, it just re-hashes next time
         _write_stamp(path, stamp, model.sha256)

@@ -35,7 +35,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -73,6 +73,7 @@ from pgkd.teacher.prompts import (
     label_schema,
     samples_schema,
 )
+from pgkd.teacher.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -334,38 +335,28 @@ class OpenAICompatibleTeacher:
 
     # --------------------------------------------------------------- generate
 
-    def generate(
-        self,
-        *,
-        report: str,
-        classes: Sequence[str],
-        correct: Sequence[ScoredExample],
-        misclassified: Sequence[ScoredExample],
-        hard_negatives: Sequence[ScoredExample],
-        n: int,
-        exclude: Collection[str] = (),
-    ) -> GenerationResult:
+    def generate(self, request: GenerationRequest) -> GenerationResult:
         """One PGKD step: write up to ``n`` samples for ``classes``, validated and deduplicated.
 
         If the budget is spent before the first request this raises TeacherBudgetExceeded; if it runs
         out part-way, the samples accepted so far are returned (the next step raises).
         TeacherResponseError only when no request of the step gave a parseable answer.
         """
-        quotas = spread(classes, n, self.labels)
+        quotas = spread(request.classes, request.n, self.labels)
         result = GenerationResult()
         if not quotas:
             return result
         self.budget.check(self.usage)
-        context = self.generation_context(
-            report=report, correct=correct, misclassified=misclassified, hard_negatives=hard_negatives
-        )
-        examples = [s.text for s in (*correct, *misclassified, *hard_negatives)]
+        context = self.generation_context(request)
+        examples = [s.text for s in request.examples]
         # The model saw each example clipped: a copy of the clipped text is a copy too.
         shown = examples + [t.strip()[: self.prompt_example_chars] for t in examples]
         prompt_index = NearDuplicateIndex(
             shown, threshold=self.duplicate_threshold, longest=self.max_text_chars
         )
-        seen = NearDuplicateIndex(exclude, threshold=self.duplicate_threshold, longest=self.max_text_chars)
+        seen = NearDuplicateIndex(
+            request.exclude, threshold=self.duplicate_threshold, longest=self.max_text_chars
+        )
 
         def reject(reason: str) -> None:
             result.rejected[reason] += 1
@@ -424,21 +415,14 @@ class OpenAICompatibleTeacher:
             )
         return result
 
-    def generation_context(
-        self,
-        *,
-        report: str,
-        correct: Sequence[ScoredExample],
-        misclassified: Sequence[ScoredExample],
-        hard_negatives: Sequence[ScoredExample],
-    ) -> str:
+    def generation_context(self, request: GenerationRequest) -> str:
         """The shared part of every generation prompt of a step: the taxonomy, the validation report
         verbatim and the three kinds of examples, trimmed (examples dropped from the end of each
         list in turn) to ``max_prompt_chars``."""
-        hard = list(hard_negatives)
+        hard = list(request.hard_negatives)
         hard_texts = {s.text for s in hard}
-        wrong = [s for s in misclassified if s.text not in hard_texts]
-        right = list(correct)
+        wrong = [s for s in request.misclassified if s.text not in hard_texts]
+        right = list(request.correct)
 
         def quote(s: ScoredExample) -> str:
             return json.dumps(as_data(s.text, self.prompt_example_chars), ensure_ascii=False)
@@ -450,7 +434,7 @@ class OpenAICompatibleTeacher:
                 "",
                 "The classifier was evaluated on held-out validation data. Its classification report:",
                 "<report>",
-                report.strip("\n"),
+                request.report.strip("\n"),
                 "</report>",
                 "",
                 "<examples>",

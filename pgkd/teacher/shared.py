@@ -18,14 +18,14 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from pgkd.data import Example
 from pgkd.errors import TeacherBudgetExceeded, TeacherRateLimited
-from pgkd.mining import ScoredExample
 from pgkd.teacher.base import GenerationResult, Teacher, TeacherLabel, WrappedTeacher, prompt_hash
+from pgkd.teacher.request import GenerationRequest
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -91,26 +91,8 @@ class SharedTeacher(WrappedTeacher):
             self._store(pipe.execute)
         return [a for a in answers if a is not None]
 
-    def generate(
-        self,
-        *,
-        report: str,
-        classes: Sequence[str],
-        correct: Sequence[ScoredExample],
-        misclassified: Sequence[ScoredExample],
-        hard_negatives: Sequence[ScoredExample],
-        n: int,
-        exclude: Collection[str] = (),
-    ) -> GenerationResult:
-        key = f"{self.prefix}:generate:" + prompt_hash(
-            self.name,
-            report=report,
-            classes=list(classes),
-            correct=correct,
-            misclassified=misclassified,
-            hard_negatives=hard_negatives,
-            n=n,
-        )
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        key = f"{self.prefix}:generate:" + prompt_hash(self.name, generate=request.fingerprint)
         cached = self.redis.get(key)
         if cached is not None:
             self.cache_hits["generate"] += 1
@@ -118,17 +100,7 @@ class SharedTeacher(WrappedTeacher):
             return GenerationResult(
                 [Example(**s) for s in data["samples"]], data["proposed"], Counter(data["rejected"])
             )
-        result = self._spend(
-            lambda: self.inner.generate(
-                report=report,
-                classes=classes,
-                correct=correct,
-                misclassified=misclassified,
-                hard_negatives=hard_negatives,
-                n=n,
-                exclude=exclude,
-            )
-        )
+        result = self._spend(lambda: self.inner.generate(request))
         payload = {
             "samples": [{"text": s.text, "label": s.label} for s in result.samples],
             "proposed": result.proposed,

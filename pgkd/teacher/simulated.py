@@ -15,7 +15,7 @@ name is ``"simulated"`` in every report.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from pgkd.data import Example
 from pgkd.mining import ScoredExample
 from pgkd.teacher.base import GenerationResult, TeacherLabel, TeacherUsage, check_labels, spread, unit_rows
 from pgkd.teacher.filters import normalise
+from pgkd.teacher.request import GenerationRequest
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 
@@ -98,24 +99,14 @@ class SimulatedTeacher:
             labelled.append(TeacherLabel(gold, self.accuracy))
         return labelled
 
-    def generate(
-        self,
-        *,
-        report: str,
-        classes: Sequence[str],
-        correct: Sequence[ScoredExample],
-        misclassified: Sequence[ScoredExample],
-        hard_negatives: Sequence[ScoredExample],
-        n: int,
-        exclude: Collection[str] = (),
-    ) -> GenerationResult:
-        quotas = spread(classes, n, self.labels)
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        quotas = spread(request.classes, request.n, self.labels)
         result = GenerationResult()
         if not quotas:
             return result
         self.usage.calls += 1
-        excluded = {normalise(t) for t in exclude} | self._drawn
-        anchors = list(hard_negatives) or list(misclassified)
+        excluded = {normalise(t) for t in request.exclude} | self._drawn
+        anchors = list(request.hard_negatives) or list(request.misclassified)
         for label, wanted in quotas.items():
             slots = [self._rng.random() < self.accuracy for _ in range(wanted)]
             right = self._draw(label, slots.count(True), anchors, excluded, same_class=True)

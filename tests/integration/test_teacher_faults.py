@@ -16,6 +16,7 @@ from pgkd.processes import free_port
 from pgkd.runner import load_splits
 from pgkd.teacher.breaker import CircuitBreaker
 from pgkd.teacher.openai_compat import OpenAICompatibleTeacher
+from pgkd.teacher.request import GenerationRequest
 from producers.replay import Replayer
 from streams.stack import EmbeddedStack
 from streams.topics import Topics
@@ -120,14 +121,7 @@ def scripted_generation(body: dict) -> str:
 def test_every_bad_generated_sample_is_rejected_and_counted_by_reason():
     with ScriptedTeacherServer(default=("ok", scripted_generation)) as server:
         t = teacher(server.base_url, samples_per_call=16)
-        result = t.generate(
-            report="report",
-            classes=["sport", "business"],
-            correct=[],
-            misclassified=[],
-            hard_negatives=HARD,
-            n=8,
-        )
+        result = t.generate(GenerationRequest("report", ("sport", "business"), (), (), tuple(HARD), 8))
     assert [s.text for s in result.samples] == ["Spurs signed a striker from Rome for 40 million pounds."]
     assert result.rejected == {
         "duplicate": 1,

@@ -12,6 +12,7 @@ import pytest
 from pgkd.mining import ScoredExample
 from pgkd.teacher.filters import near_duplicate, normalise
 from pgkd.teacher.openai_compat import OpenAICompatibleTeacher
+from pgkd.teacher.request import GenerationRequest
 
 pytestmark = pytest.mark.integration
 
@@ -49,17 +50,15 @@ HARD = [
 ]
 
 
+def local_teacher(url: str, model: str) -> OpenAICompatibleTeacher:
+    return OpenAICompatibleTeacher(
+        LABELS, base_url=url, model=model, timeout=300.0, max_retries=1, samples_per_call=4, seed=0
+    )
+
+
 @pytest.fixture
 def teacher(local_teacher_url: str, local_teacher_model: str) -> OpenAICompatibleTeacher:
-    return OpenAICompatibleTeacher(
-        LABELS,
-        base_url=local_teacher_url,
-        model=local_teacher_model,
-        timeout=300.0,
-        max_retries=1,
-        samples_per_call=4,
-        seed=0,
-    )
+    return local_teacher(local_teacher_url, local_teacher_model)
 
 
 def test_labels_obvious_headlines(teacher: OpenAICompatibleTeacher) -> None:
@@ -86,13 +85,15 @@ def test_prompt_injection_yields_a_taxonomy_label_or_abstention(teacher: OpenAIC
 def test_generates_valid_samples_and_counts_add_up(teacher: OpenAICompatibleTeacher) -> None:
     exclude = [s.text for s in (*CORRECT, *MISCLASSIFIED, *HARD)] + ["Bank shares fell sharply on Monday."]
     result = teacher.generate(
-        report=REPORT,
-        classes=["tech", "business"],
-        correct=CORRECT,
-        misclassified=MISCLASSIFIED,
-        hard_negatives=HARD,
-        n=4,
-        exclude=exclude,
+        GenerationRequest(
+            report=REPORT,
+            classes=("tech", "business"),
+            correct=tuple(CORRECT),
+            misclassified=tuple(MISCLASSIFIED),
+            hard_negatives=tuple(HARD),
+            n=4,
+            exclude=exclude,
+        )
     )
     assert result.proposed >= 1
     assert len(result.samples) + sum(result.rejected.values()) == result.proposed

@@ -1,4 +1,4 @@
-"""The live loop's decisions: hard window, generation plan, schedule, promotion, retraining."""
+"""The live loop's decisions: hard window, schedule, promotion, retraining."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pgkd.continual import (
     LiveQuality,
     PromotionRule,
     RetrainSchedule,
-    plan_generation,
     retrain,
 )
 from pgkd.mining import ScoredExample, evaluate
@@ -43,21 +42,6 @@ def test_guidance_round_trips_through_a_dict():
     back = Guidance.from_dict(g.to_dict())
     assert back == g
     assert back.report.per_class["tech"].support == 2
-
-
-def test_plan_puts_live_hard_negatives_first_then_validation_ones():
-    live = [scored("robot software", "tech", "sport", 0.99), scored("cup season", "sport", "tech", 0.5)]
-    plan = plan_generation(guidance(), live, n=8, examples=3, classes=2, source_ids=["r1", "r2"])
-    assert [h.text for h in plan.hard_negatives] == ["robot software", "cup season", "chip phone"]
-    assert len(plan.classes) == 2 and set(plan.classes) <= set(LABELS)
-    assert plan.n == 8 and plan.source_ids == ["r1", "r2"]
-    assert all(s.correct for s in plan.correct) and not any(s.correct for s in plan.misclassified)
-    assert plan.prompt_hash("t") == plan_generation(guidance(), live, n=8, examples=3, classes=2).prompt_hash(
-        "t"
-    )
-    assert plan.prompt_hash("t") != plan_generation(
-        guidance(), live[:1], n=8, examples=3, classes=2
-    ).prompt_hash("t")
 
 
 def test_hard_window_triggers_on_count_and_empties_most_confident_first():

@@ -30,20 +30,21 @@ class ScriptedTeacher:
     def label(self, texts):
         return [TeacherLabel(None, 0.0) for _ in texts]
 
-    def generate(self, *, report, classes, correct, misclassified, hard_negatives, n, exclude=()):
+    def generate(self, request):
         self.usage.calls += 1
         if self.fail_at is not None and self.usage.calls >= self.fail_at:
             raise TeacherBudgetExceeded("spent", "calls")
         self.requests.append(
             {
-                "report": report,
-                "classes": list(classes),
-                "hard": list(hard_negatives),
-                "n": n,
-                "exclude": set(exclude),
+                "report": request.report,
+                "classes": list(request.classes),
+                "hard": list(request.hard_negatives),
+                "n": request.n,
+                "exclude": set(request.exclude),
             }
         )
-        out = [e for e in self.supply if e.label in classes and e.text not in exclude][:n]
+        out = [e for e in self.supply if e.label in request.classes and e.text not in request.exclude]
+        out = out[: request.n]
         for e in out:
             self.supply.remove(e)
         return GenerationResult(samples=out, proposed=len(out) + 1, rejected=Counter({"duplicate": 1}))
@@ -142,11 +143,11 @@ def test_rate_limited_step_is_skipped_not_fatal(splits, student, monkeypatch):
     from pgkd.errors import TeacherRateLimited
 
     class RateLimitedOnce(ScriptedTeacher):
-        def generate(self, **kwargs):
+        def generate(self, request):
             if not self.requests and self.usage.calls == 0:
                 self.usage.calls += 1
                 raise TeacherRateLimited("slow down", retry_after=0.01)
-            return super().generate(**kwargs)
+            return super().generate(request)
 
     import sys
 

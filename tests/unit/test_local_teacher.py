@@ -133,8 +133,8 @@ def test_verified_copy_is_not_rehashed(site: Path, tmp_path: Path, monkeypatch: 
     path = resolve_model("fake", cache)
 
     hashed: list[Path] = []
-    real = models.sha256_file
-    monkeypatch.setattr(models, "sha256_file", lambda p: hashed.append(p) or real(p))
+    real = models.file_digest
+    monkeypatch.setattr(models, "file_digest", lambda p: hashed.append(p) or real(p))
     for _ in range(3):
         assert resolve_model("fake", cache) == path
     assert hashed == []

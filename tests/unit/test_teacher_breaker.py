@@ -27,7 +27,7 @@ class ScriptedTeacher:
             raise outcome
         return [TeacherLabel(outcome, 1.0) for _ in texts]
 
-    def generate(self, **kwargs):  # pragma: no cover - not used here
+    def generate(self, request):  # pragma: no cover - not used here
         raise NotImplementedError
 
 

@@ -1,7 +1,11 @@
 """The Teacher contract, run over every implementation.
 
-The OpenAI-compatible teacher talks to a scripted endpoint that answers like a competent LLM: it
-knows the gold labels of the pool and of the samples it wrote, and writes fresh samples on request.
+The library's own checks (pgkd.teacher.checks) run over every teacher that needs no server: the
+OpenAI-compatible client, the simulated teacher, and the circuit breaker around each (the shared
+Redis wrapper and the real llama.cpp server run them in tests/integration/test_teacher_contract.py).
+Below them, stronger tests for the teachers that know the gold labels: the OpenAI-compatible one
+talks to a scripted endpoint that answers like a competent LLM (it knows the gold labels of the pool
+and of the samples it wrote, and writes fresh samples on request).
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import pytest
 
 from pgkd.data import Example
 from pgkd.mining import ScoredExample
-from pgkd.teacher.base import Teacher
+from pgkd.teacher.base import Teacher, TeacherLabel
+from pgkd.teacher.breaker import CircuitBreaker
+from pgkd.teacher.checks import CHECKS, ContractCase, check_label_answers_each_text_in_order
 from pgkd.teacher.filters import normalise
+from pgkd.teacher.request import GenerationRequest
 from pgkd.teacher.simulated import SimulatedTeacher
 from tests.unit.test_teacher_openai import completion, make_teacher
 
@@ -78,6 +85,34 @@ def simulated_teacher() -> Teacher:
 
 
 IMPLEMENTATIONS: dict[str, Callable[[], Teacher]] = {"openai": openai_teacher, "simulated": simulated_teacher}
+EVERY_TEACHER: dict[str, Callable[[], Teacher]] = {
+    **IMPLEMENTATIONS,
+    "breaker(openai)": lambda: CircuitBreaker(openai_teacher()),
+    "breaker(simulated)": lambda: CircuitBreaker(simulated_teacher()),
+}
+CASE = ContractCase(
+    labels=LABELS,
+    texts=(POOL[0].text, POOL[9].text, "a text nobody has seen"),
+    request=GenerationRequest(
+        REPORT, ("business", "politics"), tuple(CORRECT), tuple(MISCLASSIFIED), tuple(HARD), 5
+    ),
+    exclude=tuple(e.text for e in POOL if e.label == "business")[:5],
+)
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("name", sorted(EVERY_TEACHER))
+def test_the_library_checks_hold(name: str, check: Callable[..., None]) -> None:
+    check(EVERY_TEACHER[name], CASE)
+
+
+def test_a_broken_teacher_fails_the_checks() -> None:
+    class OffTaxonomy(SimulatedTeacher):
+        def label(self, texts):
+            return [TeacherLabel("weather", 0.9) for _ in texts]
+
+    with pytest.raises(AssertionError, match="'weather' for"):
+        check_label_answers_each_text_in_order(lambda: OffTaxonomy(LABELS, POOL, seed=0), CASE)
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
@@ -95,7 +130,7 @@ def generate(teacher: Teacher, **kwargs: Any) -> Any:
         "n": 5,
     }
     args.update(kwargs)
-    return teacher.generate(**args)
+    return teacher.generate(GenerationRequest(**args))
 
 
 def test_it_is_a_teacher(teacher: Teacher) -> None:

@@ -31,6 +31,7 @@ from pgkd.errors import (
 from pgkd.mining import ScoredExample
 from pgkd.teacher.base import TeacherBudget, TeacherLabel, spread
 from pgkd.teacher.openai_compat import OpenAICompatibleTeacher, as_data, parse_samples
+from pgkd.teacher.request import GenerationRequest
 
 LABELS = ("business", "politics", "sport", "tech")
 SECRET = "sk-test-0123456789abcdef-SECRET"
@@ -167,7 +168,7 @@ def generate(teacher: OpenAICompatibleTeacher, **kwargs: Any) -> Any:
         "n": 4,
     }
     args.update(kwargs)
-    return teacher.generate(**args)
+    return teacher.generate(GenerationRequest(**args))
 
 
 # ----------------------------------------------------------------------------------- labelling
@@ -421,7 +422,7 @@ def test_prompt_is_trimmed_to_max_prompt_chars_but_keeps_the_report() -> None:
     teacher, endpoint = make_teacher(lambda body: samples_answer(("A chip.", "tech")), max_prompt_chars=1500)
     generate(teacher, n=1, classes=["tech"], correct=many)
     context = teacher.generation_context(
-        report=REPORT, correct=many, misclassified=MISCLASSIFIED, hard_negatives=HARD
+        GenerationRequest(REPORT, ("tech",), tuple(many), tuple(MISCLASSIFIED), tuple(HARD), 1)
     )
     assert len(context) <= 1500
     assert REPORT.strip("\n") in context

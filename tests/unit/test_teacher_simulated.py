@@ -10,6 +10,7 @@ import pytest
 
 from pgkd.data import Example
 from pgkd.mining import ScoredExample
+from pgkd.teacher.request import GenerationRequest
 from pgkd.teacher.simulated import SimulatedTeacher
 
 LABELS = ("business", "sport", "tech")
@@ -26,7 +27,7 @@ def generate(teacher: SimulatedTeacher, **kwargs: Any) -> Any:
         "n": 4,
     }
     args.update(kwargs)
-    return teacher.generate(**args)
+    return teacher.generate(GenerationRequest(**args))
 
 
 def test_name_is_simulated() -> None:
