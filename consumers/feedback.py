@@ -18,11 +18,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from consumers import runtime
 from pgkd.continual import LiveQuality
 from pgkd.drift import DriftConfig, DriftMonitor
 from pgkd.feedback import Fact, FeedbackJoin, Joined
+from pgkd.retry import Backoff
 from pgkd.runner import load_splits
 from streams import connect, metrics
 from streams.events import DriftEvent, EventDecodeError, Feedback, HardEvent, Prediction, Request, decode
@@ -32,6 +34,7 @@ from streams.topics import Topics
 SERVICE = "feedback"
 T = TypeVar("T")
 log = logging.getLogger("pgkd.feedback")
+REDIS_BACKOFF = Backoff(initial=0.5, cap=10.0)
 
 
 def to_fact(
@@ -162,21 +165,23 @@ class Joiner:
     async def _redis(self, call: Callable[[Sequence[Any]], T], items: Sequence[Any]) -> T:
         """``call(items)`` on a worker thread, retried until Redis answers: without Redis there is
         no join, so the batch is held (unacknowledged) until it is back."""
-        delay = 0.5
-        while True:
-            try:
+
+        def unavailable(state: RetryCallState) -> None:
+            if self.redis_ok and state.outcome is not None:
+                log.error("Redis unavailable, holding the batch: %s", state.outcome.exception())
+            self.redis_ok = False
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(redis.RedisError),
+            wait=REDIS_BACKOFF.wait(),
+            before_sleep=unavailable,
+        ):
+            with attempt:
                 result = await asyncio.to_thread(call, items)
-            except redis.RedisError as exc:
-                if self.redis_ok:
-                    log.error("Redis unavailable, holding the batch: %s", exc)
-                self.redis_ok = False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            if not self.redis_ok:
-                log.info("Redis is back")
-            self.redis_ok = True
-            return result
+        if not self.redis_ok:
+            log.info("Redis is back")
+        self.redis_ok = True
+        return result
 
 
 def build(settings: StreamSettings) -> tuple[Any, Joiner]:

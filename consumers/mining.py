@@ -37,6 +37,7 @@ from pgkd.errors import TeacherBudgetExceeded, TeacherError, TeacherRateLimited
 from pgkd.feedback import FeedbackJoin
 from pgkd.mining import ScoredExample
 from pgkd.registry import ModelRegistry
+from pgkd.retry import Backoff
 from pgkd.runner import load_splits
 from pgkd.student import Student
 from pgkd.teacher.base import prompt_hash
@@ -53,19 +54,18 @@ log = logging.getLogger("pgkd.mining")
 
 
 @dataclass
-class Backoff:
-    """Exponential backoff with a cap; a teacher's own ``retry_after`` wins when it gives one."""
+class TeacherCooldown:
+    """How long the mining service leaves the teacher alone after failures: the shared
+    :class:`~pgkd.retry.Backoff`, except that a teacher's own ``retry_after`` wins when it gives one.
+    A scheduler, not a loop: the service goes on consuming while it waits."""
 
-    initial: float = 2.0
-    cap: float = 300.0
+    policy: Backoff = Backoff(initial=2.0, cap=300.0)
     failures: int = 0
     until: float = 0.0
 
     def failed(self, retry_after: float | None = None) -> float:
         self.failures += 1
-        delay = (
-            retry_after if retry_after is not None else min(self.cap, self.initial * 2 ** (self.failures - 1))
-        )
+        delay = retry_after if retry_after is not None else self.policy.delay(self.failures)
         self.until = time.monotonic() + delay
         return delay
 
@@ -101,7 +101,7 @@ class Miner:
         self.window = HardWindow(min_hard=settings.min_hard, every_seconds=settings.generate_every_seconds)
         self.to_label: deque[HardEvent] = deque(maxlen=settings.label_queue)
         self.exclude = [e.text for e in (*splits.train, *splits.validation, *splits.test)]
-        self.backoff = Backoff()
+        self.backoff = TeacherCooldown()
         self._guidance: dict[str, Guidance] = {}
         self._counted: dict[str, float] = {}
         self.generations = 0

@@ -13,8 +13,10 @@ from typing import Any
 
 import aiokafka.errors
 import redis
+from tenacity import AsyncRetrying, RetryCallState
 
 from pgkd.data import Splits
+from pgkd.retry import Backoff, log_retry
 from pgkd.runner import build_teacher
 from pgkd.student import Student
 from pgkd.teacher.breaker import CircuitBreaker
@@ -117,6 +119,8 @@ def faust_sender(app: Any, *topics: str) -> Send:
     return send
 
 
+BATCH_BACKOFF = Backoff(initial=0.5, cap=30.0)
+
 # Failures that go away by themselves (the broker or Redis is restarting): retry the batch forever,
 # since its events are still safe in Kafka, unacknowledged.
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -135,46 +139,38 @@ async def process_batch(
     send: Send,
     dead_letter_topic: str,
     attempts: int = 3,
-    base_delay: float = 0.5,
+    backoff: Backoff = BATCH_BACKOFF,
 ) -> None:
     """Run ``handle`` on a batch until it succeeds; it must never raise into a faust ``take_events``
     loop, which would acknowledge (and so lose) the batch. Transient failures are retried with
-    backoff for as long as they last; any other failure ``attempts`` times, after which every event
-    of the batch is dead-lettered with the error (its original bytes kept for a replay)."""
-    failures = 0
-    while True:
-        try:
-            await handle(events)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            failures += 1
-            delay = min(30.0, base_delay * 2 ** min(failures, 6))
-            if isinstance(exc, TRANSIENT) or failures < attempts:
-                log.warning(
-                    "%s: batch of %d failed (%r); retry %d in %.1f s",
-                    service,
-                    len(events),
-                    exc,
-                    failures,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            log.exception(
-                "%s: batch of %d failed %d times; dead-lettering it", service, len(events), failures
-            )
-            error = f"{type(exc).__name__}: {exc}"
-            try:
-                pending = [
-                    await send(dead_letter_topic, *dead_letter_event(e, "processing_error", error, service))
-                    for e in events
-                ]
-                await asyncio.gather(*pending)
-                return
-            except Exception:  # the dead-letter topic is unreachable too: keep trying
-                await asyncio.sleep(delay)
+    ``backoff`` for as long as they last; any other failure ``attempts`` times, after which every
+    event of the batch is dead-lettered with the error (its original bytes kept for a replay)."""
+
+    def give_up(state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome is not None else None
+        return not isinstance(error, TRANSIENT) and state.attempt_number >= attempts
+
+    what = f"{service}: batch of {len(events)}"
+    try:
+        async for attempt in AsyncRetrying(
+            stop=give_up, wait=backoff.wait(), before_sleep=log_retry(log, what), reraise=True
+        ):
+            with attempt:
+                await handle(events)
+        return
+    except Exception as exc:
+        log.exception("%s failed %d times; dead-lettering it", what, attempts)
+        error = f"{type(exc).__name__}: {exc}"
+    # The dead-letter topic may be unreachable too: keep trying, the batch is still unacknowledged.
+    async for attempt in AsyncRetrying(
+        wait=backoff.wait(), before_sleep=log_retry(log, f"{what} dead letter")
+    ):
+        with attempt:
+            pending = [
+                await send(dead_letter_topic, *dead_letter_event(e, "processing_error", error, service))
+                for e in events
+            ]
+            await asyncio.gather(*pending)
 
 
 class LagGauge:

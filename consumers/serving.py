@@ -36,6 +36,7 @@ from pgkd.cascade import CascadePolicy
 from pgkd.errors import TeacherBudgetExceeded, TeacherRateLimited
 from pgkd.feedback import FeedbackJoin, TeacherAudit
 from pgkd.mining import uncertainty
+from pgkd.retry import Backoff
 from pgkd.runner import load_splits
 from pgkd.serving import LoadedModel, ModelSlot
 from pgkd.student import Predictions, Student
@@ -47,6 +48,7 @@ from streams.topics import Topics
 
 SERVICE = "serving"
 log = logging.getLogger("pgkd.serving")
+WATCHER_BACKOFF = Backoff(initial=1.0, cap=30.0)
 
 Outgoing = tuple[str, bytes, bytes]  # topic, key, value
 
@@ -154,12 +156,17 @@ class UpdateWatcher(threading.Thread):
         self.refused: dict[tuple[str, str], str] = {}  # (version, sha256) -> why
 
     def run(self) -> None:
+        failures, failed_at = 0, -math.inf
         while not self.stopping.is_set():
             try:
-                self._tail()
+                self._tail()  # returns only when stopping
             except Exception:  # the broker went away: keep the current model, retry
-                log.exception("model-updates watcher failed; retrying in 2 s")
-                self.stopping.wait(2.0)
+                # A failure long after the last one starts a new outage: the backoff starts over.
+                failures = 1 if time.monotonic() - failed_at > WATCHER_BACKOFF.cap * 2 else failures + 1
+                failed_at = time.monotonic()
+                delay = WATCHER_BACKOFF.delay(failures)
+                log.exception("model-updates watcher failed; retrying in %.1f s", delay)
+                self.stopping.wait(delay)
 
     def _tail(self) -> None:
         consumer = connect.consumer(self.settings, group=None)

@@ -20,13 +20,16 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay
 
 from pgkd.registry import ModelRegistry
+from pgkd.retry import Backoff
 from streams import faust_transport
 from streams.settings import StreamSettings
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
+ADMIN_BACKOFF = Backoff(initial=0.25, cap=2.0)
 
 
 def bootstrap(settings: StreamSettings) -> str:
@@ -134,15 +137,17 @@ def ensure_topics(settings: StreamSettings, *, timeout: float = 30.0) -> dict[st
     topic with more than one partition is an error: workers read partition 0 only."""
     topics = Topics(settings.namespace)
     layout = topics.layout(settings.partitions)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            admin = KafkaAdminClient(**kafka_options(settings), client_id=f"{settings.namespace}-admin")
-            break
-        except KafkaError as exc:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
-            time.sleep(0.5)
+    try:
+        for attempt in Retrying(
+            retry=retry_if_exception_type(KafkaError),
+            stop=stop_after_delay(timeout),
+            wait=ADMIN_BACKOFF.wait(),
+            reraise=True,
+        ):
+            with attempt:
+                admin = KafkaAdminClient(**kafka_options(settings), client_id=f"{settings.namespace}-admin")
+    except KafkaError as exc:
+        raise RuntimeError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
     try:
         existing = set(admin.list_topics())
         missing = [

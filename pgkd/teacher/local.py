@@ -36,6 +36,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
 from pgkd.errors import LocalTeacherError
 from pgkd.processes import die_with_parent, free_port, tail
 
@@ -172,20 +174,22 @@ class LocalTeacherServer:
             fd, name = tempfile.mkstemp(dir=logs, prefix=f"local-teacher-{self.alias}-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
 
         # A port picked by free_port() can be taken before the server binds it; retry with a new one.
-        attempts = 3 if self.requested_port == 0 else 1
-        for attempt in range(attempts):
-            self.port = self.requested_port or free_port(self.host)
-            try:
+        def port_taken(exc: BaseException) -> bool:
+            return isinstance(exc, LocalTeacherError) and "address already in use" in tail(log_path).lower()
+
+        for attempt in Retrying(
+            retry=retry_if_exception(port_taken),
+            stop=stop_after_attempt(3 if self.requested_port == 0 else 1),
+            reraise=True,
+        ):
+            with attempt:
+                self.port = self.requested_port or free_port(self.host)
                 self._spawn_and_wait()
-                return self
-            except LocalTeacherError:
-                if attempt + 1 < attempts and "address already in use" in tail(self.log_path).lower():
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        return self
 
     def _command(self) -> list[str]:
         args = {

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import redis
 
 from consumers import runtime
+from pgkd.retry import Backoff
 from streams import metrics
 from streams.events import DeadLetter, decode
 
@@ -50,7 +51,11 @@ def test_a_transient_failure_is_retried_until_it_passes():
 
     sink = Sink()
     batch = [Event(b"x", Message())]
-    run(runtime.process_batch(batch, handle, service="s", send=sink, dead_letter_topic="t.dl", base_delay=0))
+    run(
+        runtime.process_batch(
+            batch, handle, service="s", send=sink, dead_letter_topic="t.dl", backoff=Backoff(0, 0)
+        )
+    )
     assert len(calls) == 6 and sink.sent == []
 
 
@@ -63,7 +68,13 @@ def test_a_batch_that_keeps_failing_is_dead_lettered_whole():
     events = [Event(b"first", Message(offset=1)), Event(b"second", Message(offset=2))]
     run(
         runtime.process_batch(
-            events, handle, service="s", send=sink, dead_letter_topic="t.dl", attempts=3, base_delay=0
+            events,
+            handle,
+            service="s",
+            send=sink,
+            dead_letter_topic="t.dl",
+            attempts=3,
+            backoff=Backoff(0, 0),
         )
     )
     dead = [decode(DeadLetter, value) for topic, _, value in sink.sent if topic == "t.dl"]

@@ -1,0 +1,54 @@
+"""One retry policy for every loop that waits for something to come back: a broker, Redis, a teacher.
+
+:class:`Backoff` is the policy (exponential, doubling from ``initial`` up to ``cap``); the loops
+themselves are tenacity's (``Retrying``/``AsyncRetrying``), given the policy's :meth:`Backoff.wait`,
+so a delay means the same thing in the services, the stack and the library.
+
+>>> Backoff(initial=0.5, cap=4).delays(6)
+[0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tenacity import RetryCallState, wait_exponential
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Wait ``initial`` seconds after the first failure, twice as long after each next one, never
+    more than ``cap``."""
+
+    initial: float = 0.5
+    cap: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.initial <= self.cap:
+            raise ValueError(f"need 0 <= initial <= cap, got {self.initial}, {self.cap}")
+
+    def delay(self, failures: int) -> float:
+        """The wait after ``failures`` failures in a row (1 or more)."""
+        return float(min(self.cap, self.initial * 2 ** max(0, failures - 1)))
+
+    def delays(self, n: int) -> list[float]:
+        return [self.delay(k) for k in range(1, n + 1)]
+
+    def wait(self) -> wait_exponential:
+        """The same policy as a tenacity wait strategy (attempt k waits ``delay(k)``)."""
+        return wait_exponential(multiplier=self.initial, max=self.cap)
+
+
+def log_retry(
+    log: logging.Logger, what: str, level: int = logging.WARNING
+) -> Callable[[RetryCallState], None]:
+    """A tenacity ``before_sleep`` hook: one line per retry, with the error and the wait."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.log(level, "%s failed (%r); retry %d in %.1f s", what, error, state.attempt_number, wait)
+
+    return before_sleep
