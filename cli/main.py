@@ -16,9 +16,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from pgkd.cli import Opt, app, console, library_errors
+from pgkd.cli import Opt, app, console, library_errors, settings_from
 from pgkd.errors import PGKDError
-from pgkd.settings import load_settings
 
 ConfigOpt = Annotated[Path | None, Opt("--config", help="TOML file with any PGKD_* setting")]
 TeacherOpt = Annotated[str | None, Opt(help="local (embedded LLM server), openai or simulated")]
@@ -27,11 +26,7 @@ TeacherOpt = Annotated[str | None, Opt(help="local (embedded LLM server), openai
 def _stream_settings(config: Path | None, **flags: Any) -> Any:
     from streams.settings import StreamSettings
 
-    try:
-        return load_settings(config, StreamSettings, **flags)
-    except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]invalid settings:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    return settings_from(config, StreamSettings, **flags)
 
 
 @app.command()

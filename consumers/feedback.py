@@ -217,7 +217,7 @@ def build(settings: StreamSettings) -> tuple[Any, Joiner]:
 
 def main() -> None:
     runtime.setup_logging(SERVICE)
-    settings = runtime.load_settings()
+    settings = runtime.service_settings()
     connect.ensure_topics(settings)
     app, joiner = build(settings)
 

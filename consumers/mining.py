@@ -409,7 +409,7 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
 
 def main() -> None:
     runtime.setup_logging(SERVICE)
-    settings = runtime.load_settings()
+    settings = runtime.service_settings()
     connect.ensure_topics(settings)
     with ExitStack() as stack:
         app, miner = build(settings, stack)

@@ -28,12 +28,12 @@ from streams.settings import StreamSettings
 log = logging.getLogger("pgkd.services")
 
 
-def load_settings(**flags: Any) -> StreamSettings:
+def service_settings(**flags: Any) -> StreamSettings:
     """Service settings from the environment (``PGKD_*``) and ``PGKD_CONFIG`` (a TOML file)."""
-    from pgkd.settings import load_settings as load
+    from pgkd.settings import load_settings
 
     config = os.environ.get("PGKD_CONFIG")
-    return load(Path(config) if config else None, StreamSettings, **flags)
+    return load_settings(Path(config) if config else None, StreamSettings, **flags)
 
 
 def setup_logging(service: str) -> None:

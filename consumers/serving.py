@@ -402,7 +402,7 @@ def cascade_for(settings: StreamSettings, stack: ExitStack) -> Cascade:
 
 def main() -> None:
     runtime.setup_logging(SERVICE)
-    settings = runtime.load_settings()
+    settings = runtime.service_settings()
     connect.ensure_topics(settings)
     with ExitStack() as stack:
         app, slot, watcher = build(settings, stack)

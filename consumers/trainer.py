@@ -564,7 +564,7 @@ def _rewind(consumer: Any) -> None:
 
 def main() -> None:
     runtime.setup_logging(SERVICE)
-    settings = runtime.load_settings()
+    settings = runtime.service_settings()
     connect.ensure_topics(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pgkd.errors import PGKDError
-from pgkd.settings import Settings, load_settings
+from pgkd.errors import ConfigError, PGKDError
+from pgkd.settings import S, Settings, load_settings
 
 app = typer.Typer(
     help="Performance-Guided Knowledge Distillation: make a small student classifier as good as an LLM "
@@ -72,7 +72,7 @@ def distill(
     config: Annotated[Path | None, Opt(help="TOML file with any of these settings")] = None,
 ) -> None:
     """Distil a teacher into a student on a dataset (the paper's Algorithm 1) and write a run report."""
-    settings = settings_from(
+    settings: Settings = settings_from(
         config,
         dataset=dataset,
         teacher=teacher,
@@ -127,7 +127,7 @@ def evaluate(
             "max_chars",
         )
         recorded = {k: trained_on.get(k) for k in keys}
-        settings = settings_from(config, **{**recorded, **_given(dataset=dataset, seed=seed)})
+        settings: Settings = settings_from(config, **{**recorded, **_given(dataset=dataset, seed=seed)})
         splits = load_splits(settings)
         if set(splits.labels) != set(student.labels):
             raise PGKDError(
@@ -203,11 +203,12 @@ def _given(**flags: Any) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
-def settings_from(config: Path | None, **flags: Any) -> Settings:
+def settings_from(config: Path | None, kind: type[S] = Settings, **flags: Any) -> S:  # type: ignore[assignment]
+    """Settings of type ``kind``, or exit 2 with every bad setting named."""
     try:
-        return load_settings(config, **flags)
-    except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]invalid settings:[/red] {exc}")
+        return load_settings(config, kind, **flags)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
 
 

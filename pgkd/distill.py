@@ -132,7 +132,7 @@ class DistillResult:
         }
 
 
-Event = dict[str, Any]
+ProgressEvent = dict[str, Any]  # one line of a run's progress (train, step, teacher, done)
 
 
 def fingerprint(examples: Sequence[Example]) -> str:
@@ -148,7 +148,7 @@ def distill(
     config: DistillConfig = DistillConfig(),
     *,
     student: Student | None = None,
-    on_event: Callable[[Event], None] | None = None,
+    on_event: Callable[[ProgressEvent], None] | None = None,
 ) -> DistillResult:
     """Run PGKD and return the best student on validation (step 0 is the seed-only student).
 

@@ -18,7 +18,7 @@ from rich.status import Status
 from rich.table import Table
 
 from pgkd.data import Splits, load_corpus, make_splits
-from pgkd.distill import DistillConfig, Event, distill
+from pgkd.distill import DistillConfig, ProgressEvent, distill
 from pgkd.errors import ConfigError, PGKDError
 from pgkd.out_of_taxonomy import DetectorConfig
 from pgkd.report import write_report
@@ -212,7 +212,7 @@ class StepTable:
     def __init__(self, console: Console, status: Status, steps: int) -> None:
         self.console, self.status, self.steps = console, status, steps
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: ProgressEvent) -> None:
         kind = event["event"]
         if kind == "train":
             self.status.update(f"step {event['step']}/{self.steps}: training on {event['size']} examples ...")

@@ -9,13 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from pgkd.errors import ConfigError
 
 TeacherKind = Literal["local", "simulated", "openai"]
 
@@ -30,11 +32,11 @@ class Settings(BaseSettings):
     text_column: str = "text"
     label_column: str = "label"
     max_chars: int | None = Field(600, ge=1, description="truncate texts to this many characters")
-    n_train: int = 800
-    n_validation: int = 200
-    max_test: int | None = 2000
-    max_traffic: int | None = 20000
-    seed: int = 0
+    n_train: int = Field(800, ge=2, description="seed labels the student trains on")
+    n_validation: int = Field(200, ge=2, description="labels that pick the model")
+    max_test: int | None = Field(2000, ge=1, description="test texts at most (none: all)")
+    max_traffic: int | None = Field(20000, ge=0, description="traffic pool texts at most (none: all)")
+    seed: int = Field(0, ge=0)
     # student
     base_model: str | None = None
     mode: Literal["head", "full"] = Field(
@@ -52,29 +54,31 @@ class Settings(BaseSettings):
         0.95, gt=0, lt=1, description="share of in-taxonomy validation texts under the threshold"
     )
     # loop
-    steps: int = 10
-    samples_per_step: int = 32
-    patience: int = 5
-    prompt_examples: int = 16
-    target_classes: int = 10
+    steps: int = Field(10, ge=0, le=1000, description="PGKD steps at most")
+    samples_per_step: int = Field(32, ge=1, le=10_000, description="samples the teacher writes a step")
+    patience: int = Field(5, ge=1, description="steps without improvement before stopping")
+    prompt_examples: int = Field(16, ge=1, le=200, description="examples of each kind in a prompt")
+    target_classes: int = Field(10, ge=1, description="weak classes the teacher writes for a step")
     guidance_split: float = Field(0.0, ge=0, lt=1, description="share of validation that only guides")
     # teacher
     teacher: TeacherKind = "local"
     teacher_url: str | None = None
     teacher_model: str | None = None
     teacher_api_key: SecretStr = SecretStr("not-needed")
-    teacher_timeout: float = Field(600.0, description="seconds per teacher request; a CPU server is slow")
-    teacher_max_retries: int = 3
-    teacher_shots: int = 8
-    teacher_samples_per_call: int = 8
-    teacher_max_calls: int | None = None
-    teacher_max_tokens: int | None = None
-    teacher_max_cost: float | None = None
-    prompt_price_per_1k: float = 0.0
-    completion_price_per_1k: float = 0.0
-    simulated_accuracy: float = 1.0
+    teacher_timeout: float = Field(
+        600.0, gt=0, le=86_400, description="seconds per teacher request; a CPU server is slow"
+    )
+    teacher_max_retries: int = Field(3, ge=0, le=20)
+    teacher_shots: int = Field(8, ge=0, le=100, description="few-shot demonstrations per label request")
+    teacher_samples_per_call: int = Field(8, ge=1, le=100)
+    teacher_max_calls: int | None = Field(None, ge=0)
+    teacher_max_tokens: int | None = Field(None, ge=0)
+    teacher_max_cost: float | None = Field(None, ge=0)
+    prompt_price_per_1k: float = Field(0.0, ge=0)
+    completion_price_per_1k: float = Field(0.0, ge=0)
+    simulated_accuracy: float = Field(1.0, ge=0, le=1, description="the SIMULATED teacher's accuracy")
     local_model: str = "qwen2.5-coder-1.5b"
-    local_threads: int | None = None
+    local_threads: int | None = Field(None, ge=1, le=512)
     # output
     runs_dir: Path = Path("runs")
 
@@ -86,7 +90,7 @@ def load_settings(config_file: Path | None = None, kind: type[S] = Settings, **f
     """Settings of type ``kind`` from flags (``None`` = not given), the environment, then
     ``config_file`` (TOML)."""
     if config_file is not None and not config_file.is_file():
-        raise FileNotFoundError(f"config file {config_file} does not exist")
+        raise ConfigError(f"config file {config_file} does not exist")
 
     class _FromFile(kind):  # type: ignore[valid-type,misc]
         model_config = SettingsConfigDict(env_prefix="PGKD_", extra="forbid", toml_file=config_file)
@@ -103,5 +107,29 @@ def load_settings(config_file: Path | None = None, kind: type[S] = Settings, **f
             sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
             return (*sources, TomlConfigSettingsSource(settings_cls)) if config_file else sources
 
-    values = _FromFile(**{k: v for k, v in flags.items() if v is not None})
-    return kind.model_validate(values.model_dump())
+    try:
+        values = _FromFile(**{k: v for k, v in flags.items() if v is not None})
+        return kind.model_validate(values.model_dump())
+    except ValidationError as exc:  # one error type for every bad setting, naming each one
+        raise ConfigError(describe(exc, config_file)) from None
+
+
+def describe(exc: ValidationError, config_file: Path | None = None) -> str:
+    """Every problem of a validation error on one line each: ``setting: what is wrong (got value)``.
+
+    >>> try:
+    ...     Settings(steps=-1)
+    ... except ValidationError as exc:
+    ...     print(describe(exc))
+    invalid settings:
+      steps: Input should be greater than or equal to 0 (got -1)
+    """
+    where = f" in {config_file}" if config_file else ""
+    lines = [f"invalid settings{where}:"]
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+        if "secret" in name or "password" in name or "api_key" in name:
+            got = ""  # never echo a secret
+        lines.append(f"  {name}: {error['msg']}{got}")
+    return "\n".join(lines)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pgkd.errors import PGKDError
 from pgkd.fingerprint import digest
 from pgkd.teacher.filters import normalise
 
@@ -233,7 +234,7 @@ class DeadLetter(Event):
         return base64.b64decode(self.original_b64)
 
 
-class EventDecodeError(ValueError):
+class EventDecodeError(PGKDError, ValueError):
     """A record is not a valid event; ``reason`` says why in one word (for the dead letter and metrics)."""
 
     def __init__(self, reason: DecodeReason, detail: str) -> None:

@@ -1,16 +1,13 @@
 """The LLM teacher behind any OpenAI-compatible chat endpoint: OpenAI, vLLM, or the embedded llama.cpp
 server (:mod:`pgkd.teacher.local`).
 
-Everything goes through the official ``openai`` client, whose retries (with backoff, honouring
-``Retry-After``) absorb timeouts, 5xx and 429; what is still failing afterwards becomes
-:class:`~pgkd.errors.TeacherUnavailable` or :class:`~pgkd.errors.TeacherRateLimited`.
+Every request goes through :class:`~pgkd.teacher.endpoint.ChatEndpoint` (the official ``openai``
+client, its retries, structured output, error mapping, usage and budget); what is still failing
+after the client's retries becomes :class:`~pgkd.errors.TeacherUnavailable` or
+:class:`~pgkd.errors.TeacherRateLimited`.
 
 Output is constrained by a JSON schema whose label field is an enum of the taxonomy, so the answer's
-shape and its labels cannot drift. OpenAI's form is ``{"type": "json_schema", "json_schema": {...}}``;
-llama-cpp-python's server (0.3.x) refuses it (HTTP 500, a validation ``literal_error``) and takes
-``{"type": "json_object", "schema": {...}}`` instead. ``structured_output="auto"`` sends the first
-form once without retries and switches to the second for good if the server names
-``response_format`` in its refusal.
+shape and its labels cannot drift.
 
 Text to label is untrusted data: it goes into the prompt inside a ``<text>...</text>`` block in
 which ``<``, ``>`` and ``&`` are escaped, so it cannot close the block, and the system message says
@@ -29,28 +26,21 @@ Example::
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import math
 import random
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 import numpy as np
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import SecretStr
 
 from pgkd.data import Example
 from pgkd.errors import (
     TeacherBudgetExceeded,
-    TeacherError,
-    TeacherRateLimited,
     TeacherResponseError,
-    TeacherUnavailable,
 )
 from pgkd.mining import ScoredExample
 from pgkd.teacher.answers import label_confidence, loads_object, parse_samples
@@ -64,6 +54,7 @@ from pgkd.teacher.base import (
     spread,
     unit_rows,
 )
+from pgkd.teacher.endpoint import ChatEndpoint, StructuredOutput
 from pgkd.teacher.filters import NearDuplicateIndex, check_text
 from pgkd.teacher.prompts import (
     GENERATE_REQUEST,
@@ -77,37 +68,7 @@ from pgkd.teacher.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
-StructuredOutput = Literal["auto", "json_schema", "json_object"]
 Embed = Callable[[Sequence[str]], np.ndarray]
-
-
-def _retry_after(response: Any) -> float | None:
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(header)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / divisor
-        except ValueError:
-            parsed = email.utils.parsedate_tz(value)
-            if parsed is None:
-                continue
-            seconds = email.utils.mktime_tz(parsed) - time.time()
-        if math.isfinite(seconds):
-            return max(0.0, seconds)
-    return None
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class OpenAICompatibleTeacher:
@@ -164,9 +125,8 @@ class OpenAICompatibleTeacher:
         descriptions: Mapping[str, str] | None = None,
     ) -> None:
         self.labels = check_labels(labels)
-        for name, value in (("shots", shots), ("max_retries", max_retries)):
-            if value < 0:
-                raise ValueError(f"{name} must not be negative, got {value}")
+        if shots < 0:
+            raise ValueError(f"shots must not be negative, got {shots}")
         for name, value in (
             ("samples_per_call", samples_per_call),
             ("max_text_chars", max_text_chars),
@@ -182,23 +142,27 @@ class OpenAICompatibleTeacher:
         ):
             if not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {fraction}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
         if not 0.0 <= temperature <= 2.0:
             raise ValueError(f"temperature must be in [0, 2], got {temperature}")
-        if structured_output not in ("auto", "json_schema", "json_object"):
-            raise ValueError(
-                f"structured_output must be auto, json_schema or json_object, got {structured_output!r}"
-            )
         unknown = sorted({d.label for d in demonstrations} - set(self.labels))
         if unknown:
             raise ValueError(f"demonstrations have labels {unknown} that are not in the taxonomy")
 
-        self.name = f"openai:{model}"
-        self.model = model
-        self.base_url = _without_userinfo(base_url)
         self.usage = TeacherUsage()
         self.budget = budget
+        self.endpoint = ChatEndpoint(
+            base_url=base_url,
+            model=model,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            budget=budget,
+            usage=self.usage,
+            structured_output=structured_output,
+            client=client,
+        )
+        self.name, self.model, self.base_url = self.endpoint.name, model, self.endpoint.base_url
+        self._chat = self.endpoint.chat
         self.shots = shots
         self.verify_generated = verify_generated
         self.max_text_chars = max_text_chars
@@ -212,9 +176,6 @@ class OpenAICompatibleTeacher:
         self.max_prompt_chars = max_prompt_chars
         self.duplicate_threshold = duplicate_threshold
         self.request_logprobs = request_logprobs
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self._format: StructuredOutput = structured_output
         self._demos = list(demonstrations)
         self._embed = embed
         self._demo_vectors: np.ndarray | None = None
@@ -227,13 +188,6 @@ class OpenAICompatibleTeacher:
         )
         self._label_system = LABEL_SYSTEM.format(labels=self._taxonomy)
         self._label_schema = label_schema(self.labels)
-        # The key lives only inside the client: never on self, in name, repr, usage or errors.
-        secret = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-        self._scrub_secret = secret if len(secret) >= 8 else None
-        self._client = client or openai.OpenAI(
-            base_url=base_url, api_key=secret, timeout=timeout, max_retries=max_retries
-        )
-        self._probe_client = self._client.with_options(max_retries=0)
 
     def __repr__(self) -> str:
         return (
@@ -513,107 +467,3 @@ class OpenAICompatibleTeacher:
                     yield rest, "unverified"
                 return
             yield sample, None if verdict.label == sample.label else "teacher_disagrees"
-
-    # ------------------------------------------------------------------- calls
-
-    def _chat(
-        self,
-        messages: list[ChatCompletionMessageParam],
-        *,
-        schema_name: str,
-        schema: dict[str, Any],
-        max_tokens: int,
-        temperature: float,
-        logprobs: bool,
-        seed: int | None = None,
-    ) -> ChatCompletion:
-        """One accounted request: budget checked first, errors mapped, usage recorded."""
-        self.budget.check(self.usage)
-        self.usage.calls += 1
-        params: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-        }
-        if logprobs:
-            params.update(logprobs=True, top_logprobs=1)
-        if seed is not None:
-            params["seed"] = seed
-        try:
-            response = self._create(params, schema_name, schema)
-        except openai.APIError as exc:
-            self.usage.failed_calls += 1
-            raise self._translate(exc) from None
-        self._account(response, messages)
-        return response
-
-    def _create(self, params: dict[str, Any], schema_name: str, schema: dict[str, Any]) -> ChatCompletion:
-        if self._format == "auto":
-            try:
-                response = self._probe_client.chat.completions.create(
-                    **params, response_format=self._response_format("json_schema", schema_name, schema)
-                )
-            except openai.APIStatusError as exc:
-                if exc.status_code in (400, 422, 500) and "response_format" in str(exc.message):
-                    log.info(
-                        "%s refuses json_schema response_format; using json_object with a schema", self.name
-                    )
-                    self._format = "json_object"
-            except openai.APIConnectionError:
-                pass  # sent again below, with the client's retries
-            else:
-                self._format = "json_schema"
-                return response
-        style = "json_schema" if self._format == "auto" else self._format
-        return self._client.chat.completions.create(
-            **params, response_format=self._response_format(style, schema_name, schema)
-        )
-
-    @staticmethod
-    def _response_format(style: str, name: str, schema: dict[str, Any]) -> Any:
-        if style == "json_object":
-            return {"type": "json_object", "schema": schema}
-        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
-
-    def _translate(self, exc: openai.APIError) -> TeacherError:
-        where = f"{self.name} at {self.base_url}"
-        body = getattr(exc, "body", None)
-        said = body.get("message") if isinstance(body, dict) else None
-        detail = self._scrub(str(said or getattr(exc, "message", "") or exc))[:300]
-        if isinstance(exc, openai.RateLimitError):
-            retry_after = _retry_after(exc.response)
-            wait = "" if retry_after is None else f"; retry after {retry_after:g}s"
-            return TeacherRateLimited(
-                f"{where} is rate limiting (HTTP 429 after {self.max_retries} retries{wait})", retry_after
-            )
-        if isinstance(exc, openai.APITimeoutError):
-            return TeacherUnavailable(
-                f"{where} did not answer within {self.timeout:g}s ({self.max_retries} retries)"
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__
-            reason = self._scrub(f"{type(cause).__name__}: {cause}")[:200] if cause is not None else detail
-            return TeacherUnavailable(f"cannot reach {where} ({self.max_retries} retries): {reason}")
-        if isinstance(exc, openai.InternalServerError):
-            return TeacherUnavailable(
-                f"{where} answered HTTP {exc.status_code} after {self.max_retries} retries: {detail}"
-            )
-        if isinstance(exc, openai.APIStatusError):
-            return TeacherError(f"{where} refused the request with HTTP {exc.status_code}: {detail}")
-        return TeacherResponseError(f"{where} sent an answer the client could not read: {detail}")
-
-    def _scrub(self, message: str) -> str:
-        return message if self._scrub_secret is None else message.replace(self._scrub_secret, "***")
-
-    def _account(self, response: ChatCompletion, messages: list[ChatCompletionMessageParam]) -> None:
-        usage = response.usage
-        if usage is not None:
-            prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
-        else:  # a server that reports no usage: estimate 4 characters a token so budgets still bite
-            prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
-            completion_chars = sum(len(c.message.content or "") for c in response.choices)
-            prompt_tokens, completion_tokens = math.ceil(prompt_chars / 4), math.ceil(completion_chars / 4)
-        self.usage.prompt_tokens += prompt_tokens
-        self.usage.completion_tokens += completion_tokens
-        self.usage.cost += self.budget.cost(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)

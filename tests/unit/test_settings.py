@@ -1,7 +1,9 @@
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from cli.main import app
+from pgkd.errors import ConfigError
 from pgkd.settings import load_settings
 
 
@@ -20,12 +22,22 @@ def test_precedence_flags_over_env_over_file(tmp_path, monkeypatch):
 def test_invalid_values_are_refused(tmp_path):
     with pytest.raises(ValueError, match="teacher"):
         load_settings(None, teacher="gpt")
-    with pytest.raises(FileNotFoundError, match=r"config file .*missing\.toml does not exist"):
+    with pytest.raises(ConfigError, match=r"config file .*missing\.toml does not exist"):
         load_settings(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("stepz = 3\n")
-    with pytest.raises(ValueError, match="stepz"):
+    with pytest.raises(ConfigError, match="stepz"):
         load_settings(bad)
+
+
+def test_every_number_is_bounded_and_every_problem_named_at_once():
+    with pytest.raises(
+        ConfigError, match=r"(?s)n_train: .*greater than or equal to 2 \(got -5\).*teacher_timeout"
+    ):
+        load_settings(None, n_train=-5, teacher_timeout=0)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(None, teacher_api_key=SecretStr("sk-secret"), simulated_accuracy=2)
+    assert "simulated_accuracy" in str(refused.value) and "sk-secret" not in str(refused.value)
 
 
 def test_cli_help_and_bad_settings_exit_cleanly():
