@@ -32,6 +32,7 @@ from kafka.errors import KafkaError
 from redis.exceptions import LockError
 
 from consumers import runtime
+from pgkd import samples
 from pgkd.bootstrap import Difference, macro_f1_difference
 from pgkd.continual import Candidate, Guidance, PromotionRule, RetrainSchedule, TeacherGate, retrain
 from pgkd.data import Splits
@@ -39,11 +40,11 @@ from pgkd.distill import fingerprint
 from pgkd.feedback import FeedbackJoin
 from pgkd.registry import ModelRecord, ModelRegistry
 from pgkd.runner import data_lineage, detector_config, load_splits, train_config
-from pgkd.samples import Retention, SampleStore, StoredSample
+from pgkd.samples import Retention, SampleStore, sample_key
 from pgkd.student import Student
 from pgkd.teacher.shared import shared_usage
 from streams import connect, metrics
-from streams.events import EventDecodeError, ModelUpdate, Sample, decode, sample_key
+from streams.events import EventDecodeError, ModelUpdate, Sample, decode
 from streams.settings import StreamSettings
 from streams.topics import Topics
 
@@ -164,9 +165,9 @@ class Trainer:
             return "held_out_text"
         return None
 
-    def ingest(self, records: Sequence[Any]) -> tuple[list[StoredSample], list[bytes]]:
+    def ingest(self, records: Sequence[Any]) -> tuple[list[samples.Sample], list[bytes]]:
         """The valid samples of a batch of ``samples`` records, and dead letters for the others."""
-        good: list[StoredSample] = []
+        good: list[samples.Sample] = []
         dead: list[bytes] = []
         for record in records:
             reason: str | None
@@ -177,7 +178,7 @@ class Trainer:
             else:
                 reason = self.check(sample)
                 if reason is None:
-                    good.append(StoredSample(sample.key, sample.text, sample.label, sample.source, sample.ts))
+                    good.append(sample)  # stored with its provenance
                     continue
                 error = f"sample {sample.key} ({sample.source}, label {sample.label!r}): {reason}"
             dead.append(runtime.dead_letter_at(record, record.value, reason, error, SERVICE))
@@ -235,7 +236,7 @@ class Trainer:
             )
             announce(self.settings, current, producer=self.producer)
 
-    def train(self, samples: list[StoredSample]) -> Candidate:
+    def train(self, samples: list[samples.Sample]) -> Candidate:
         train = [*self.splits.train, *(s.example for s in samples)]
         started = time.perf_counter()
         warm = self.settings.warm_start and self.current_student is not None and self.config.mode == "full"
@@ -384,7 +385,7 @@ class Trainer:
         *,
         reason: str,
         parent: ModelRecord | None,
-        samples: Sequence[StoredSample] = (),
+        samples: Sequence[samples.Sample] = (),
         detail: dict[str, Any] | None = None,
     ) -> ModelRecord | None:
         """Store ``candidate`` as the next version and make it current and announced; None when an
@@ -436,7 +437,7 @@ class Trainer:
         return record
 
     def _gauges(
-        self, candidate: Candidate, current: dict[str, Any] | None, samples: Sequence[StoredSample]
+        self, candidate: Candidate, current: dict[str, Any] | None, samples: Sequence[samples.Sample]
     ) -> None:
         metrics.VALIDATION_F1.labels(model="candidate").set(candidate.validation.macro_f1)
         metrics.set_calibration("candidate", candidate.calibration)

@@ -22,9 +22,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pgkd import samples
 from pgkd.errors import PGKDError
-from pgkd.fingerprint import digest
-from pgkd.teacher.filters import normalise
 
 SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 256 * 1024  # a request bigger than this is dead-lettered before it is parsed
@@ -126,35 +125,11 @@ class HardEvent(Event):
     ts: float = Field(default_factory=now)
 
 
-SampleSource = Literal["teacher_generated", "teacher_labelled", "feedback", "injected"]
+class Sample(Event, samples.Sample):
+    """``samples``: a new training example with its provenance (:class:`pgkd.samples.Sample`, the one
+    sample type), as a record of the topic."""
 
-
-def sample_key(text: str) -> str:
-    """Content hash that identifies a sample: the same text (normalised) is the same sample."""
-    return digest(normalise(text), length=32)
-
-
-class Sample(Event):
-    """``samples``: a new training example with its provenance.
-
-    ``key`` is the content hash of the text (:func:`sample_key`): the trainer keeps one sample per
-    key, so a replayed topic does not skew training. ``prompt_hash`` identifies the teacher prompt
-    that produced it, ``source_ids`` the hard events that led to it.
-    """
-
-    key: str
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    label: str
-    source: SampleSource
-    teacher: str | None = None
-    prompt_hash: str | None = None
-    source_ids: list[str] = Field(default_factory=list, max_length=256)
-    model_version: str | None = None  # the model whose mistakes prompted it
-    ts: float = Field(default_factory=now)
-
-    @classmethod
-    def of(cls, text: str, label: str, source: SampleSource, **provenance: Any) -> Sample:
-        return cls(key=sample_key(text), text=text, label=label, source=source, **provenance)
 
 
 UpdateKind = Literal["promote", "rollback"]

@@ -27,7 +27,8 @@ from prometheus_client import (
     make_wsgi_app,
 )
 
-from streams.events import DecodeReason, DriftSignal, HardReason, SampleSource
+from pgkd.samples import SampleSource
+from streams.events import DecodeReason, DriftSignal, HardReason
 
 Health = Callable[[], tuple[bool, dict[str, object]]]
 

@@ -17,10 +17,10 @@ import pytest
 from kafka import TopicPartition
 
 from pgkd.runner import load_splits
-from pgkd.samples import SampleStore
+from pgkd.samples import SampleStore, sample_key
 from producers.replay import Replayer, ReplayReport
 from streams import connect
-from streams.events import EventDecodeError, Sample, decode, sample_key
+from streams.events import EventDecodeError, Sample, decode
 from streams.stack import EmbeddedStack
 from streams.topics import Topics
 from tests.integration.live import BUSY, answered, live_settings

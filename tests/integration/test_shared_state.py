@@ -12,14 +12,20 @@ from pgkd.data import Example
 from pgkd.errors import TeacherBudgetExceeded, TeacherRateLimited
 from pgkd.feedback import Fact, FeedbackJoin
 from pgkd.registry import ModelRegistry
-from pgkd.samples import Retention, SampleStore, StoredSample
+from pgkd.samples import Retention, Sample, SampleStore
 from pgkd.student import Student
 from pgkd.teacher.openai_compat import OpenAICompatibleTeacher
 from pgkd.teacher.shared import HourlyLimits, SharedTeacher, shared_usage
 from pgkd.teacher.simulated import SimulatedTeacher
+from streams.events import Sample as EventSample
+from streams.events import decode
 from tests.conftest import TOPICS
 
 LABELS = sorted(TOPICS)
+
+
+def stored(key, text, label, source, ts=0.0):
+    return Sample(key=key, text=text, label=label, source=source, ts=ts)
 
 
 def test_join_completes_once_whatever_the_order(redis_client, namespace):
@@ -110,21 +116,41 @@ def test_concurrent_joiners_emit_each_join_exactly_once(redis_client, namespace)
 
 def test_sample_store_dedups_and_lets_ground_truth_win(redis_client, namespace):
     store = SampleStore(redis_client, namespace=namespace)
-    teacher = StoredSample("k1", "Spurs sign a striker", "business", "teacher_labelled")
+    teacher = stored("k1", "Spurs sign a striker", "business", "teacher_labelled")
     assert store.add([teacher, teacher]) == 1 and len(store) == 1
-    assert store.add([StoredSample("k1", "Spurs sign a striker", "sport", "feedback")]) == 0
+    assert store.add([stored("k1", "Spurs sign a striker", "sport", "feedback")]) == 0
     assert store.all()[0].label == "sport"
-    store.add([StoredSample("k1", "Spurs sign a striker", "tech", "teacher_generated")])
+    store.add([stored("k1", "Spurs sign a striker", "tech", "teacher_generated")])
     assert store.all()[0].label == "sport" and store.counts() == {"feedback": 1}
+
+
+def test_the_pool_keeps_a_published_samples_provenance(redis_client, namespace):
+    store = SampleStore(redis_client, namespace=namespace)
+    event = EventSample.of(
+        "Spurs sign a striker",
+        "sport",
+        "teacher_generated",
+        teacher="openai:m",
+        prompt_hash="p1",
+        source_ids=["r1"],
+        model_version="v0003",
+    )
+    store.add([decode(EventSample, event.to_bytes())])
+    (kept,) = store.all()
+    assert kept == Sample.of(**{k: v for k, v in event.model_dump().items() if k not in ("key", "v")})
+    assert (kept.teacher, kept.prompt_hash, kept.source_ids, kept.model_version) == (
+        "openai:m",
+        "p1",
+        ["r1"],
+        "v0003",
+    )
 
 
 def test_retention_prunes_old_and_surplus_teacher_samples_and_keeps_ground_truth(redis_client, namespace):
     store = SampleStore(redis_client, namespace=namespace)
-    teacher = [
-        StoredSample(f"t{i}", f"text {i}", "sport", "teacher_generated", ts=float(i)) for i in range(10)
-    ]
-    truth = [StoredSample(f"g{i}", f"truth {i}", "sport", "feedback", ts=0.0) for i in range(3)]
-    other = StoredSample("o1", "markets", "business", "teacher_labelled", ts=9.0)
+    teacher = [stored(f"t{i}", f"text {i}", "sport", "teacher_generated", ts=float(i)) for i in range(10)]
+    truth = [stored(f"g{i}", f"truth {i}", "sport", "feedback", ts=0.0) for i in range(3)]
+    other = stored("o1", "markets", "business", "teacher_labelled", ts=9.0)
     store.add([*teacher, *truth, other])
     # At most 4 teacher samples a class, none older than 5 s at t=10: t0..t4 are old, t5 is surplus.
     assert store.prune(Retention(max_per_class=4, max_age=5.0), now=10.0) == 6

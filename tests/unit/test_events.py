@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pgkd.samples import sample_key
 from streams.events import (
     MAX_RECORD_BYTES,
     MAX_TEXT_CHARS,
@@ -20,7 +21,6 @@ from streams.events import (
     Request,
     Sample,
     decode,
-    sample_key,
 )
 from streams.topics import SPECS, Topics
 
