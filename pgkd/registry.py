@@ -30,7 +30,8 @@ import fsspec
 
 from pgkd.errors import ModelError
 from pgkd.fingerprint import file_digest
-from pgkd.student import WEIGHTS_FILE, Student
+from pgkd.model_files import WEIGHTS_FILE
+from pgkd.student import Student
 
 RECORD_FILE = "record.json"
 GUIDANCE_FILE = "guidance.json"

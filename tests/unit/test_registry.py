@@ -7,8 +7,9 @@ import uuid
 import pytest
 
 from pgkd.errors import ModelError
+from pgkd.model_files import WEIGHTS_FILE
 from pgkd.registry import ModelRegistry, fetch_model
-from pgkd.student import WEIGHTS_FILE, Student
+from pgkd.student import Student
 from tests.conftest import TOPICS
 
 LABELS = sorted(TOPICS)
