@@ -33,7 +33,8 @@ from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score
 
 from pgkd.calibration import calibrate, calibration_error
-from pgkd.data import Corpus, Example, load_corpus, make_splits
+from pgkd.data import Corpus, Example, make_splits
+from pgkd.datasets import load_corpus
 from pgkd.out_of_taxonomy import OutOfTaxonomy
 from pgkd.runner import train_config
 from pgkd.settings import load_settings

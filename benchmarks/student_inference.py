@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from pgkd.data import load_corpus, make_splits
+from pgkd.data import make_splits
+from pgkd.datasets import load_corpus
 from pgkd.mining import evaluate
 from pgkd.student import Student, TrainConfig
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pgkd.data import load_corpus, make_splits
+from pgkd.data import make_splits
+from pgkd.datasets import load_corpus
 from pgkd.student import Student, TrainConfig
 from pgkd.teacher.local import DEFAULT_LOCAL_MODEL, LocalTeacherServer
 from pgkd.teacher.openai_compat import OpenAICompatibleTeacher

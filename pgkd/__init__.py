@@ -5,7 +5,8 @@
 >>> result = distill(splits, teacher, DistillConfig(steps=10))                # doctest: +SKIP
 """
 
-from pgkd.data import Example, Splits, load_corpus, make_splits
+from pgkd.data import Example, Splits, make_splits
+from pgkd.datasets import load_corpus
 from pgkd.distill import DistillConfig, DistillResult, distill
 from pgkd.errors import PGKDError
 from pgkd.student import Student, TrainConfig

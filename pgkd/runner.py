@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.status import Status
 from rich.table import Table
 
-from pgkd.data import Splits, load_corpus, make_splits
+from pgkd.data import Splits, make_splits
+from pgkd.datasets import load_corpus
 from pgkd.distill import DistillConfig, ProgressEvent, distill
 from pgkd.errors import ConfigError, PGKDError
 from pgkd.out_of_taxonomy import DetectorConfig

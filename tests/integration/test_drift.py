@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from pgkd.data import Example, load_corpus
+from pgkd.data import Example
+from pgkd.datasets import load_corpus
 from pgkd.runner import load_splits
 from producers.replay import Replayer, ReplayReport
 from streams.events import DriftEvent, decode

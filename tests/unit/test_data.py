@@ -1,4 +1,4 @@
-"""Loading datasets and cutting the sparse-regime splits (pgkd/data.py)."""
+"""Loading datasets (pgkd/datasets.py) and cutting the sparse-regime splits (pgkd/data.py)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pgkd.data import (
-    Corpus,
-    Example,
-    Splits,
-    load_bbc,
-    load_corpus,
-    load_table,
-    load_wordnet,
-    make_splits,
-    validate_labels,
-)
+from pgkd.data import Corpus, Example, Splits, make_splits, validate_labels
+from pgkd.datasets import load_bbc, load_corpus, load_table, load_wordnet
 from pgkd.errors import DataError
 
 LABELS = ("alpha", "beta", "gamma")
@@ -294,7 +285,7 @@ def test_wordnet_missing_files_say_how_to_install(tmp_path: Path) -> None:
 
 
 def test_builtin_datasets_describe_every_label():
-    from pgkd.data import load_bbc
+    from pgkd.datasets import load_bbc
 
     corpus = load_bbc()
     assert set(corpus.descriptions) == set(corpus.labels)
