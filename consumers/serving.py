@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 from kafka import TopicPartition
 
 from consumers import runtime
@@ -49,6 +50,7 @@ from streams.topics import Topics
 SERVICE = "serving"
 log = logging.getLogger("pgkd.serving")
 WATCHER_BACKOFF = Backoff(initial=1.0, cap=30.0)
+REFUSED_KEPT = 256
 
 Outgoing = tuple[str, bytes, bytes]  # topic, key, value
 
@@ -153,7 +155,8 @@ class UpdateWatcher(threading.Thread):
         self.settings, self.slot = settings, slot
         self.topic = Topics(settings.namespace).model_updates
         self.stopping = threading.Event()
-        self.refused: dict[tuple[str, str], str] = {}  # (version, sha256) -> why
+        # (version, sha256) -> why, the newest REFUSED_KEPT: a worker that runs for months stays bounded.
+        self.refused: LRUCache[tuple[str, str], str] = LRUCache(REFUSED_KEPT)
 
     def run(self) -> None:
         failures, failed_at = 0, -math.inf
@@ -362,6 +365,13 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, ModelSlot, U
     )
     watcher = UpdateWatcher(settings, slot)
     send = runtime.faust_sender(app, topics.predictions, topics.hard, topics.dead_letter)
+
+    def served_features() -> int:
+        current = slot.current
+        return current.student.feature_cache_size if current is not None else 0
+
+    metrics.CACHE_ENTRIES.labels(cache="features").set_function(served_features)
+    metrics.CACHE_ENTRIES.labels(cache="refused_versions").set_function(lambda: len(watcher.refused))
     server = Server(settings, slot, send, cascade_for(settings, stack) if settings.cascade else None)
 
     @app.agent(app.topic(topics.requests), name=f"{settings.namespace}-serve")

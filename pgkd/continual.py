@@ -101,6 +101,11 @@ class HardWindow:
         self._expire()
         return sum(len(q) for q in self._items.values())
 
+    @property
+    def held(self) -> int:
+        """Events held now, not yet expired ones included: safe to read from a metrics thread."""
+        return sum(len(q) for q in list(self._items.values()))
+
     def ready(self) -> bool:
         waiting = len(self)
         timer = time.monotonic() - self._last_prompt >= self.every_seconds

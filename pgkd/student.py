@@ -111,6 +111,12 @@ class Student:
     def pooling(self) -> Pooling:
         return self.metadata.pooling
 
+    @property
+    def feature_cache_size(self) -> int:
+        """Texts whose features are memoised now (at most ``FEATURE_CACHE_SIZE``)."""
+        with self._cache_lock:
+            return len(self._features)
+
     # -- construction -----------------------------------------------------------------------------
 
     @classmethod

@@ -76,6 +76,12 @@ def registry_for(service: str) -> CollectorRegistry:
 
 
 # --- every service
+CACHE_ENTRIES = _gauge(
+    "common",
+    "pgkd_cache_entries",
+    "Entries held by each in-process cache or queue of a service (each is bounded)",
+    ["cache"],
+)
 DEAD_LETTERS = _counter(
     "common", "pgkd_dead_letters", "Records sent to the dead-letter topic", ["service", "reason"]
 )

@@ -283,6 +283,12 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
                 "timeseries",
             ),
             ("Services up", "short", [("{{service}}", "max by (service) (pgkd_service_up)")], "timeseries"),
+            (
+                "In-process caches and queues (each bounded)",
+                "short",
+                [("{{job}} {{cache}}", "max by (job, cache) (pgkd_cache_entries)")],
+                "timeseries",
+            ),
         ],
     ),
 ]

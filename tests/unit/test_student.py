@@ -249,6 +249,6 @@ def test_the_feature_memo_is_bounded_and_keeps_the_latest_texts(tiny_encoder, mo
     s = Student.create(LABELS, tiny_encoder).successor("head")
     texts = [f"text number {i} about the markets" for i in range(20)]
     first = s.encode(texts, cache=True)
-    assert len(s._features) == 5 and set(s._features) == set(texts[-5:])
+    assert s.feature_cache_size == 5 and set(s._features) == set(texts[-5:])
     again = s.encode(texts, cache=True)  # evicted ones are computed again, and the same
     assert torch.allclose(first, again, atol=1e-6)
