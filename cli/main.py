@@ -210,7 +210,7 @@ def rollback(
     config: ConfigOpt = None,
 ) -> None:
     """Make an earlier model version current again in the registry and in every serving worker."""
-    from consumers.trainer import rollback as roll_back
+    from consumers.model_updates import rollback as roll_back
 
     settings = _stream_settings(config)
     with library_errors():
@@ -223,7 +223,7 @@ def rollback(
 @app.command()
 def release(config: ConfigOpt = None) -> None:
     """Let the trainer promote again after a held rollback."""
-    from consumers.trainer import release as release_hold
+    from consumers.model_updates import release as release_hold
 
     settings = _stream_settings(config)
     with library_errors():

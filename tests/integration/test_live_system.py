@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.trainer import rollback
+from consumers.model_updates import rollback
 from pgkd.runner import load_splits
 from producers.client import classify
 from producers.replay import Replayer, ReplayReport
@@ -317,7 +317,7 @@ def test_malformed_requests_are_dead_lettered_and_two_workers_go_on_serving(
 def test_a_corrupt_version_is_refused_by_every_worker_and_rollback_reaches_them_all(
     broker, redis_url, namespace, tmp_path, kafka
 ):
-    from consumers.trainer import announce
+    from consumers.model_updates import announce
     from pgkd.continual import retrain
     from pgkd.model_files import WEIGHTS_FILE
     from pgkd.student import Student, TrainConfig
