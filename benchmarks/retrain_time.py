@@ -7,7 +7,7 @@ a trainer's schedule can be chosen with numbers.
 Seed-0 splits with the defaults of ``pgkd distill`` (texts cut to 600 characters, 64 tokens). For
 each training-set size N: the seed labels plus N - 800 gold-labelled traffic texts (what feedback
 and mining publish). Strategies, each timed from the call to a scored candidate as
-:func:`pgkd.continual.retrain` runs in the trainer:
+:func:`pgkd.promotion.retrain` runs in the trainer:
 
 * ``head``: a fresh linear head on the frozen encoder's cached features (the cache holds the seed
   and validation texts, not the new ones: the worst case of a trainer whose samples all arrived
@@ -28,7 +28,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from pgkd.continual import retrain
+from pgkd.promotion import retrain
 from pgkd.runner import load_splits, train_config
 from pgkd.settings import load_settings
 from pgkd.student import Student

@@ -34,7 +34,7 @@ from kafka import TopicPartition
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from consumers.model_updates import announce  # noqa: E402
-from pgkd.continual import retrain  # noqa: E402
+from pgkd.promotion import retrain  # noqa: E402
 from pgkd.runner import load_splits  # noqa: E402
 from pgkd.student import Student, TrainConfig  # noqa: E402
 from producers.replay import Replayer  # noqa: E402

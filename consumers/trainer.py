@@ -6,7 +6,7 @@ committed. Samples whose text is in the validation or test set are dropped (they
 into the data that decides promotion). After ``retrain_every_samples`` new samples or
 ``retrain_every_seconds`` (with at least one new), the trainer that holds the Redis lock trains a
 candidate on the seed labels plus every stored sample and scores it on validation; the
-:class:`~pgkd.continual.PromotionRule` decides. A promoted candidate is written to the registry,
+:class:`~pgkd.promotion.PromotionRule` decides. A promoted candidate is written to the registry,
 made current and announced on ``model-updates``; a rejected one is recorded with the reason.
 
 At start, with an empty registry, it trains and promotes the seed-only model; with a current
@@ -35,10 +35,11 @@ from consumers import runtime
 from consumers.model_updates import announce
 from pgkd import samples
 from pgkd.bootstrap import Difference, macro_f1_difference
-from pgkd.continual import Candidate, Guidance, PromotionRule, RetrainSchedule, TeacherGate, retrain
+from pgkd.continual import Guidance
 from pgkd.data import Splits
 from pgkd.distill import fingerprint
 from pgkd.feedback import FeedbackJoin
+from pgkd.promotion import Candidate, PromotionRule, RetrainSchedule, TeacherGate, retrain
 from pgkd.registry import ModelRecord, ModelRegistry
 from pgkd.runner import data_lineage, detector_config, load_splits, train_config
 from pgkd.samples import Retention, SampleStore, sample_key

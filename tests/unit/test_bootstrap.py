@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from pgkd.bootstrap import macro_f1_difference
-from pgkd.continual import PromotionRule
+from pgkd.promotion import PromotionRule
 
 LABELS = [f"c{i}" for i in range(10)]
 

@@ -13,8 +13,8 @@ from pgkd.calibration import (
     negative_log_likelihood,
     softmax,
 )
-from pgkd.continual import retrain
 from pgkd.errors import ModelError
+from pgkd.promotion import retrain
 from pgkd.student import Student, TrainConfig
 from tests.conftest import TOPICS, topic_examples
 

@@ -6,15 +6,9 @@ import time
 
 import pytest
 
-from pgkd.continual import (
-    Guidance,
-    HardWindow,
-    LiveQuality,
-    PromotionRule,
-    RetrainSchedule,
-    retrain,
-)
+from pgkd.continual import Guidance, HardWindow, LiveQuality
 from pgkd.mining import ScoredExample, evaluate
+from pgkd.promotion import PromotionRule, RetrainSchedule, retrain
 from pgkd.student import Student, TrainConfig
 from tests.conftest import TOPICS, topic_examples
 
@@ -122,8 +116,8 @@ def test_retrain_scores_a_fresh_head_on_the_frozen_encoder(tiny_encoder):
 
 
 def test_teacher_gate_trusts_until_judged_then_needs_to_beat_the_floor_and_the_student():
-    from pgkd.continual import TeacherGate
     from pgkd.feedback import TeacherAudit
+    from pgkd.promotion import TeacherGate
 
     gate = TeacherGate(min_judged=20, min_accuracy=0.5)
     assert gate.decide(TeacherAudit(judged=19, teacher_correct=0))[0]  # too few to judge

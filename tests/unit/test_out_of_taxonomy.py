@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from consumers.serving import Routing, respond
-from pgkd.continual import retrain
 from pgkd.errors import ModelError
 from pgkd.out_of_taxonomy import BANK_FILE, DetectorConfig, OutOfTaxonomy, fit_detector
+from pgkd.promotion import retrain
 from pgkd.registry import ModelRegistry
 from pgkd.serving import ModelSlot
 from pgkd.student import Predictions, Student, TrainConfig
