@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -25,7 +27,6 @@ from pgkd.continual import LiveQuality
 from pgkd.drift import DriftConfig, DriftMonitor
 from pgkd.feedback import Fact, FeedbackJoin, Joined
 from pgkd.retry import Backoff
-from pgkd.runner import load_splits
 from streams import connect, metrics
 from streams.events import DriftEvent, EventDecodeError, Feedback, HardEvent, Prediction, Request, decode
 from streams.settings import StreamSettings
@@ -60,6 +61,36 @@ def to_fact(
     return Fact(feedback.id, gold=feedback.label)
 
 
+class TaxonomyUnknown(ConnectionError):
+    """No model is current yet, so feedback has no taxonomy to be judged by: the batch waits in
+    Kafka (a transient failure to :func:`consumers.runtime.process_batch`) until one is."""
+
+
+class Taxonomy:
+    """The labels feedback is judged by: the current model's, from its registry record, read again
+    every ``refresh_seconds`` so that a promoted model with another taxonomy is followed."""
+
+    def __init__(self, registry: Any, refresh_seconds: float = 30.0) -> None:
+        self.registry, self.refresh_seconds = registry, refresh_seconds
+        self.labels: frozenset[str] | None = None
+        self.read_at = -math.inf
+
+    def refresh(self) -> frozenset[str] | None:
+        """The current labels (None: no model yet); Redis and storage, so call it off the loop."""
+        if self.labels is None or time.monotonic() - self.read_at >= self.refresh_seconds:
+            try:
+                record = self.registry.current()
+            except Exception as exc:  # Redis or storage away: keep judging by the labels read last
+                log.warning("cannot read the current model's taxonomy (%s); keeping the last one", exc)
+                return self.labels
+            if record is not None:
+                labels = frozenset(self.registry.labels(record))
+                for label in labels - (self.labels or frozenset()):
+                    metrics.MISCLASSIFIED.labels(label=label)  # at 0: "none yet", not "no data"
+                self.labels, self.read_at = labels, time.monotonic()
+        return self.labels
+
+
 def misclassified_event(joined: Joined) -> HardEvent:
     return HardEvent(
         id=joined.id,
@@ -74,11 +105,11 @@ def misclassified_event(joined: Joined) -> HardEvent:
 
 class Joiner:
     def __init__(
-        self, settings: StreamSettings, join: FeedbackJoin, labels: Sequence[str], send: runtime.Send
+        self, settings: StreamSettings, join: FeedbackJoin, taxonomy: Taxonomy, send: runtime.Send
     ) -> None:
         self.topics = Topics(settings.namespace)
         self.join, self.send = join, send
-        self.labels = frozenset(labels)
+        self.taxonomy = taxonomy
         self.quality = LiveQuality(settings.quality_window)
         self.drift = (
             DriftMonitor(
@@ -99,10 +130,16 @@ class Joiner:
         self._claimed: list[Joined] = []
 
     async def handle(self, events: Sequence[Any]) -> None:
+        # Before any side effect (drift sees predictions): a batch held for the taxonomy is retried.
+        labels = await self._redis(lambda _: self.taxonomy.refresh(), ())
+        if labels is None:
+            if any(e.message.topic == self.topics.feedback for e in events):
+                raise TaxonomyUnknown("no current model yet: feedback waits for a taxonomy")
+            labels = frozenset()
         facts, pending = [], []
         for event in events:
             try:
-                facts.append(to_fact(self.topics, event.message.topic, event.value, self.labels, self.drift))
+                facts.append(to_fact(self.topics, event.message.topic, event.value, labels, self.drift))
             except EventDecodeError as exc:
                 topic = event.message.topic
                 if not self.topics.owns(SERVICE, topic):  # its owner dead-letters it: one letter a record
@@ -193,9 +230,8 @@ def build(settings: StreamSettings) -> tuple[Any, Joiner]:
         ttl=settings.join_ttl_seconds,
         max_text_chars=settings.join_max_text_chars,
     )
-    labels = load_splits(settings).labels
     send = runtime.faust_sender(app, topics.hard, topics.drift, topics.dead_letter)
-    joiner = Joiner(settings, join, labels, send)
+    joiner = Joiner(settings, join, Taxonomy(connect.registry(settings)), send)
     source = app.topic(topics.requests, topics.predictions, topics.feedback)
 
     @app.agent(source, name=f"{settings.namespace}-join")
@@ -224,7 +260,7 @@ def main() -> None:
     def health() -> tuple[bool, dict[str, object]]:
         return joiner.redis_ok, {"redis": joiner.redis_ok, "live_accuracy": joiner.accuracy}
 
-    runtime.start_metrics(settings, SERVICE, health, labels=sorted(joiner.labels))
+    runtime.start_metrics(settings, SERVICE, health)
     runtime.run_faust(app)
 
 

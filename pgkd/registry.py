@@ -30,7 +30,7 @@ import fsspec
 
 from pgkd.errors import ModelError
 from pgkd.fingerprint import file_digest
-from pgkd.model_files import WEIGHTS_FILE
+from pgkd.model_files import METADATA_FILE, WEIGHTS_FILE
 from pgkd.student import Student
 
 RECORD_FILE = "record.json"
@@ -57,6 +57,7 @@ class ModelRecord:
     teacher_calls_since_parent: int = 0
     teacher_usage_total: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    labels: list[str] = field(default_factory=list)  # the taxonomy the model answers in
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -137,6 +138,7 @@ class ModelRegistry:
                 parent_version=student.metadata.parent_version,
                 data_fingerprint=student.metadata.data_fingerprint,
                 note=note,
+                labels=list(student.labels),
                 **lineage,
             )
             (local / RECORD_FILE).write_text(record.to_json())
@@ -244,6 +246,14 @@ class ModelRegistry:
     def current(self) -> ModelRecord | None:
         version = self._read_pointer()
         return self.get(version) if version else None
+
+    def labels(self, record: ModelRecord) -> tuple[str, ...]:
+        """The taxonomy of ``record``'s model: from the record, or (a record written before records
+        carried it) from the model's own ``pgkd.json``, without loading the weights."""
+        if record.labels:
+            return tuple(record.labels)
+        path = _join(self._base, record.version, METADATA_FILE)
+        return tuple(json.loads(self._fs.cat_file(path))["labels"])
 
     def decisions(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest promotion decisions, newest first."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -84,3 +85,14 @@ def test_a_promotion_lands_only_while_no_hold_is_in_force(registry, tiny_encoder
     assert registry.set_current_unless_held(second.version) is None
     with pytest.raises(ModelError, match="no model version"):
         registry.set_current_unless_held("v0042")
+
+
+def test_a_record_names_its_models_taxonomy_and_an_old_record_is_answered_from_the_model(
+    registry, tiny_encoder
+):
+    student = Student.create(["business", "sport", "tech"], tiny_encoder)
+    record = registry.publish(student, metrics={"validation": {"macro_f1": 0.5}})
+    assert record.labels == ["business", "sport", "tech"]
+    assert registry.labels(record) == ("business", "sport", "tech")
+    old = dataclasses.replace(record, labels=[])  # written before records carried the taxonomy
+    assert registry.labels(old) == ("business", "sport", "tech")

@@ -1,0 +1,28 @@
+"""The feedback service's taxonomy: the current model's, followed as it changes."""
+
+from __future__ import annotations
+
+from consumers.feedback import Taxonomy
+from pgkd.registry import ModelRecord
+
+
+def test_feedback_follows_the_current_models_taxonomy():
+    class Registry:  # a test double: the current record changes under the feedback service
+        def __init__(self):
+            self.record = None
+
+        def current(self):
+            return self.record
+
+        def labels(self, record):
+            return tuple(record.labels)
+
+    registry = Registry()
+    taxonomy = Taxonomy(registry, refresh_seconds=0.0)
+    assert taxonomy.refresh() is None  # no model yet: feedback waits
+    registry.record = ModelRecord("v0001", "uri", "0" * 64, 0.0, labels=["business", "sport"])
+    assert taxonomy.refresh() == {"business", "sport"}
+    registry.record = ModelRecord("v0002", "uri", "0" * 64, 0.0, labels=["business", "sport", "weather"])
+    assert taxonomy.refresh() == {"business", "sport", "weather"}
+    registry.current = lambda: (_ for _ in ()).throw(ConnectionError("redis away"))
+    assert taxonomy.refresh() == {"business", "sport", "weather"}  # the last one read stands
