@@ -33,15 +33,12 @@ from cachetools import LRUCache
 from kafka import TopicPartition
 
 from consumers import runtime
-from pgkd.cascade import CascadePolicy
-from pgkd.errors import TeacherBudgetExceeded, TeacherRateLimited
-from pgkd.feedback import FeedbackJoin, TeacherAudit
+from consumers.cascade import Cascade, cascade_for
 from pgkd.mining import uncertainty
 from pgkd.retry import Backoff
-from pgkd.runner import load_splits
 from pgkd.serving import LoadedModel, ModelSlot
-from pgkd.student import Predictions, Student
-from pgkd.teacher.base import Teacher, TeacherLabel
+from pgkd.student import Predictions
+from pgkd.teacher.base import TeacherLabel
 from streams import connect, metrics
 from streams.events import EventDecodeError, HardEvent, ModelUpdate, Prediction, Request, decode
 from streams.settings import StreamSettings
@@ -208,71 +205,6 @@ class UpdateWatcher(threading.Thread):
             log.info("staged model %s (%s) in %.2f s", loaded.version, update.kind, loaded.load_seconds)
 
 
-class Cascade:
-    """The teacher answers the requests :class:`~pgkd.cascade.CascadePolicy` routes to it, on threads
-    of its own, within the deadline; the teacher's audited accuracy is read from Redis every
-    ``AUDIT_SECONDS``. At most ``max_in_flight`` teacher calls run at once (a late one keeps
-    running, and its answer lands in the shared cache for mining); beyond that the student answers."""
-
-    AUDIT_SECONDS = 30.0
-
-    def __init__(self, policy: CascadePolicy, teacher: Teacher, join: Any, max_in_flight: int) -> None:
-        self.policy, self.teacher, self.join = policy, teacher, join
-        self.max_in_flight = max_in_flight
-        self.pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="cascade")
-        self.in_flight = 0
-        self.audit = TeacherAudit()
-        self.audited_at = -math.inf
-
-    async def answer(
-        self, texts: Sequence[str], confidence: np.ndarray, outside: np.ndarray | None
-    ) -> list[TeacherLabel | None]:
-        """Per request, the teacher's answer, or None where the student's answer stands."""
-        loop = asyncio.get_running_loop()
-        if time.monotonic() - self.audited_at > self.AUDIT_SECONDS:
-            self.audited_at = time.monotonic()
-            try:  # on a thread of its own, never behind the teacher's calls, and never long
-                self.audit = await asyncio.wait_for(asyncio.to_thread(self.join.teacher_audit), 2.0)
-            except Exception as exc:  # Redis away or slow: keep the last audit, serving goes on
-                log.warning("cascade: no teacher audit from Redis (%s); keeping the last one", exc)
-        bar = self.policy.bar(self.audit.teacher_accuracy, self.audit.judged)
-        metrics.CASCADE_BAR.set(math.nan if bar is None else bar)
-        routed = [
-            int(i)
-            for i in np.flatnonzero(
-                self.policy.route(confidence, outside, self.audit.teacher_accuracy, self.audit.judged)
-            )
-        ]
-        answers: list[TeacherLabel | None] = [None] * len(texts)
-        if not routed:
-            return answers
-        if self.in_flight >= self.max_in_flight:
-            metrics.CASCADE.labels(outcome="busy").inc(len(routed))
-            return answers
-        self.in_flight += 1
-        future = loop.run_in_executor(self.pool, self.teacher.label, [texts[i] for i in routed])
-        future.add_done_callback(self._finished)
-        try:
-            labels = await asyncio.wait_for(asyncio.shield(future), timeout=self.policy.deadline)
-        except TimeoutError:
-            metrics.CASCADE.labels(outcome="late").inc(len(routed))
-            return answers
-        except (TeacherBudgetExceeded, TeacherRateLimited):
-            metrics.CASCADE.labels(outcome="over_budget").inc(len(routed))
-            return answers
-        except Exception as exc:  # a failing teacher (the breaker counts it): the student answers
-            log.warning("cascade: teacher failed (%s: %s)", type(exc).__name__, exc)
-            metrics.CASCADE.labels(outcome="failed").inc(len(routed))
-            return answers
-        for i, label in zip(routed, labels, strict=True):
-            answers[i] = label if label.label is not None else None
-            metrics.CASCADE.labels(outcome="teacher" if label.label is not None else "abstained").inc()
-        return answers
-
-    def _finished(self, _future: Any) -> None:
-        self.in_flight -= 1
-
-
 class Server:
     """Classifies batches of raw request records and sends what :func:`respond` returns."""
 
@@ -390,24 +322,6 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, ModelSlot, U
 
     runtime.track_lag(app, SERVICE)
     return app, slot, watcher
-
-
-def cascade_for(settings: StreamSettings, stack: ExitStack) -> Cascade:
-    """The cascade of a worker: the shared teacher (one cache and budget with mining) and the join's
-    audit of it."""
-    redis = connect.redis_client(settings)
-    splits = load_splits(settings)
-    embedder = Student.create(splits.labels, settings.base_model, max_length=settings.max_length)
-    teacher, _ = runtime.live_teacher(settings, redis, splits, embedder, stack)
-    policy = CascadePolicy(
-        settings.cascade_threshold,
-        settings.cascade_out_of_taxonomy,
-        settings.cascade_deadline,
-        settings.teacher_audit_min,
-    )
-    return Cascade(
-        policy, teacher, FeedbackJoin(redis, namespace=settings.namespace), settings.cascade_max_in_flight
-    )
 
 
 def main() -> None:

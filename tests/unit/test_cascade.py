@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from consumers.serving import Cascade, Routing, respond
+from consumers.cascade import Cascade
+from consumers.serving import Routing, respond
 from pgkd.cascade import CascadePolicy, replay
 from pgkd.errors import TeacherBudgetExceeded, TeacherUnavailable
 from pgkd.feedback import TeacherAudit
