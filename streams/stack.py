@@ -65,22 +65,6 @@ def write_settings(settings: StreamSettings, path: Path) -> Path:
     return path
 
 
-def settings_env(settings: StreamSettings) -> dict[str, str]:
-    """``settings`` as ``PGKD_*`` environment variables, for a child service."""
-    env = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, dict | list):
-            value = json.dumps(value)
-        env[f"PGKD_{name.upper()}"] = str(value)
-    return env
-
-
 @dataclass
 class Child:
     """One child process of the stack, logging to ``log``."""

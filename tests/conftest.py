@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from pydantic import SecretStr
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from pgkd.data import Example
@@ -48,3 +51,20 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertModel(config).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+def settings_env(settings: Any) -> dict[str, str]:
+    """``settings`` as ``PGKD_*`` environment variables: how an operator configures `pgkd up`
+    (the stack itself hands its services a settings file)."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, dict | list):
+            value = json.dumps(value)
+        env[f"PGKD_{name.upper()}"] = str(value)
+    return env

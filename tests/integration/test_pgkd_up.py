@@ -26,8 +26,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pgkd.runner import load_splits
 from streams.events import Prediction, Request, decode
-from streams.stack import settings_env
 from streams.topics import Topics
+from tests.conftest import settings_env
 from tests.integration.live import live_settings
 
 pytestmark = pytest.mark.slow

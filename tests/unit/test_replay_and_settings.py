@@ -12,8 +12,8 @@ from producers.replay import Replayer
 from streams.connect import kafka_options
 from streams.events import Feedback, Request, decode
 from streams.settings import StreamSettings
-from streams.stack import settings_env
 from streams.topics import Topics
+from tests.conftest import settings_env
 
 
 class RecordingProducer:
