@@ -25,6 +25,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from consumers import runtime
 from pgkd.continual import LiveQuality
 from pgkd.drift import DriftConfig, DriftMonitor
+from pgkd.errors import PGKDError
 from pgkd.feedback import Fact, FeedbackJoin, Joined
 from pgkd.retry import Backoff
 from streams import connect, metrics
@@ -61,7 +62,7 @@ def to_fact(
     return Fact(feedback.id, gold=feedback.label)
 
 
-class TaxonomyUnknown(ConnectionError):
+class TaxonomyUnknown(PGKDError, ConnectionError):
     """No model is current yet, so feedback has no taxonomy to be judged by: the batch waits in
     Kafka (a transient failure to :func:`consumers.runtime.process_batch`) until one is."""
 
