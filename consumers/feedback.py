@@ -76,9 +76,13 @@ class Taxonomy:
         self.labels: frozenset[str] | None = None
         self.read_at = -math.inf
 
+    @property
+    def stale(self) -> bool:
+        return self.labels is None or time.monotonic() - self.read_at >= self.refresh_seconds
+
     def refresh(self) -> frozenset[str] | None:
         """The current labels (None: no model yet); Redis and storage, so call it off the loop."""
-        if self.labels is None or time.monotonic() - self.read_at >= self.refresh_seconds:
+        if self.stale:
             try:
                 record = self.registry.current()
             except Exception as exc:  # Redis or storage away: keep judging by the labels read last
@@ -132,7 +136,11 @@ class Joiner:
 
     async def handle(self, events: Sequence[Any]) -> None:
         # Before any side effect (drift sees predictions): a batch held for the taxonomy is retried.
-        labels = await self._redis(lambda _: self.taxonomy.refresh(), ())
+        # A thread hop only when the labels are due a re-read (every 30 s), not once a batch; refresh
+        # never raises (it keeps the last labels when Redis or storage is away).
+        labels = (
+            await asyncio.to_thread(self.taxonomy.refresh) if self.taxonomy.stale else self.taxonomy.labels
+        )
         if labels is None:
             if any(e.message.topic == self.topics.feedback for e in events):
                 raise TaxonomyUnknown("no current model yet: feedback waits for a taxonomy")
