@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 
 from pgkd.data import Example, Splits
-from pgkd.distill import DistillConfig, distill
-from pgkd.mining import evaluate
+from pgkd.distill import distill
+from pgkd.distill_records import DistillConfig
+from pgkd.evaluation import evaluate
 from pgkd.runner import build_teacher, distill_config, load_splits, train_config
 from pgkd.settings import Settings, load_settings
 from pgkd.student import Student

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving import Collector  # noqa: E402
 
 from pgkd.runner import load_splits  # noqa: E402
+from pgkd.serving import inference_copy  # noqa: E402
 from producers.replay import Replayer  # noqa: E402
 from streams import connect  # noqa: E402
 from streams.settings import StreamSettings  # noqa: E402
@@ -69,7 +70,7 @@ def run(workers: int, n: int, chars: int, batch: int, inference: str, cores: int
         registry = connect.registry(settings)
         current = registry.current()
         assert current is not None
-        student = registry.load(current.version).for_inference(inference)  # type: ignore[arg-type]
+        student = inference_copy(registry.load(current.version), inference)  # type: ignore[arg-type]
         texts = [e.text[:chars] for e in examples]
         student.predict(texts[:batch], batch_size=batch)
         started = time.perf_counter()

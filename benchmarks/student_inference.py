@@ -22,7 +22,8 @@ import torch
 
 from pgkd.data import make_splits
 from pgkd.datasets import load_corpus
-from pgkd.mining import evaluate
+from pgkd.evaluation import evaluate
+from pgkd.serving import inference_copy
 from pgkd.student import Student, TrainConfig
 
 MODES = ("eager", "int8")
@@ -58,7 +59,7 @@ def main() -> None:
         texts, gold = [e.text for e in splits.test], [e.label for e in splits.test]
         reference = None
         for mode in MODES:
-            served = student.for_inference(mode)
+            served = inference_copy(student, mode)
             labels = served.predict(texts).labels
             reference = reference or labels
             report = evaluate(splits.labels, gold, labels)
@@ -77,7 +78,7 @@ def main() -> None:
             continue
         pool = (texts * (args.texts // len(texts) + 1))[: args.texts]
         for mode in MODES:
-            served = student.for_inference(mode)
+            served = inference_copy(student, mode)
             for length in args.lengths:
                 for batch_size in args.batch_sizes:
                     cell = pool[: max(batch_size, args.texts // 4)] if batch_size == 1 else pool

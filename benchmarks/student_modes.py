@@ -25,7 +25,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from pgkd.mining import evaluate
+from pgkd.evaluation import evaluate
 from pgkd.runner import load_splits, train_config
 from pgkd.settings import load_settings
 from pgkd.student import Student

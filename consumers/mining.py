@@ -1,13 +1,15 @@
-"""The mining service: turns hard traffic into targeted teacher samples.
+"""The mining service: turns hard traffic into targeted teacher samples; this module wires the
+:class:`~consumers.miner.Miner` into faust.
 
 A faust agent reads ``hard`` in batches. A misclassified event (its ground truth came from
 feedback) joins the :class:`~pgkd.continual.HardWindow` of live hard negatives and, with
 ``train_on_feedback``, becomes a sample at once. A low-confidence event without ground truth waits in
-a bounded queue for the teacher to label it. A background task does the teacher's work, one job at
-a time, on a thread: when the window is ready (``min_hard`` hard negatives, or
-``generate_every_seconds``) a PGKD generation for the current model (its validation report and
-examples from the registry, plus the live hard negatives), otherwise a batch of labels. Accepted
-answers go to ``samples`` with their provenance.
+a bounded queue for the teacher to label it. A second agent reads ``drift``. A background task does
+the teacher's work, one job at a time, on a thread: when the window is ready (``min_hard`` hard
+negatives, or ``generate_every_seconds``) or a drift waits, a PGKD generation for the current model
+(its validation report and examples from the registry, plus the live hard negatives), otherwise a
+batch of labels (:class:`~pgkd.teacher_jobs.JobPlanner` picks). Accepted answers go to ``samples``
+with their provenance.
 
 The teacher is a :class:`~pgkd.teacher.shared.SharedTeacher`: cached by prompt hash, one hourly
 budget and rate limit across replicas. When it fails, the job is put back and the miner backs off
@@ -20,30 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from consumers import runtime
-from pgkd.continual import Guidance, HardWindow
-from pgkd.data import Splits
-from pgkd.errors import TeacherBudgetExceeded, TeacherError, TeacherRateLimited
+from consumers.miner import Miner
 from pgkd.feedback import FeedbackJoin
-from pgkd.mining import ScoredExample
-from pgkd.registry import ModelRegistry
-from pgkd.retry import Backoff
 from pgkd.runner import load_splits
 from pgkd.student import Student
-from pgkd.teacher.base import prompt_hash
-from pgkd.teacher.breaker import CircuitBreaker
-from pgkd.teacher.request import GenerationRequest, generation_request
-from pgkd.teacher.shared import SharedTeacher
 from streams import connect, metrics
 from streams.events import DriftEvent, EventDecodeError, HardEvent, Sample, decode
 from streams.settings import StreamSettings
@@ -53,270 +40,8 @@ SERVICE = "mining"
 log = logging.getLogger("pgkd.mining")
 
 
-@dataclass
-class TeacherCooldown:
-    """How long the mining service leaves the teacher alone after failures: the shared
-    :class:`~pgkd.retry.Backoff`, except that a teacher's own ``retry_after`` wins when it gives one.
-    A scheduler, not a loop: the service goes on consuming while it waits."""
-
-    policy: Backoff = Backoff(initial=2.0, cap=300.0)
-    failures: int = 0
-    until: float = 0.0
-
-    def failed(self, retry_after: float | None = None) -> float:
-        self.failures += 1
-        delay = retry_after if retry_after is not None else self.policy.delay(self.failures)
-        self.until = time.monotonic() + delay
-        return delay
-
-    def succeeded(self) -> None:
-        self.failures, self.until = 0, 0.0
-
-    @property
-    def waiting(self) -> bool:
-        return time.monotonic() < self.until
-
-
-@dataclass
-class Job:
-    kind: str  # "generate" or "label"
-    run: Callable[[], list[Sample]]
-    undo: Callable[[], None] = field(default=lambda: None)
-
-
-class Miner:
-    """Decides what to ask the teacher, asks it, and turns answers into samples."""
-
-    def __init__(
-        self,
-        settings: StreamSettings,
-        teacher: SharedTeacher,
-        registry: ModelRegistry,
-        splits: Splits,
-        breaker: CircuitBreaker | None = None,
-        join: FeedbackJoin | None = None,
-    ) -> None:
-        self.settings, self.teacher, self.registry, self.splits = settings, teacher, registry, splits
-        self.join = join  # where the teacher's labels go for the audit against ground truth
-        self.window = HardWindow(min_hard=settings.min_hard, every_seconds=settings.generate_every_seconds)
-        self.to_label: deque[HardEvent] = deque(maxlen=settings.label_queue)
-        self.exclude = [e.text for e in (*splits.train, *splits.validation, *splits.test)]
-        self.backoff = TeacherCooldown()
-        self._guidance: dict[str, Guidance] = {}
-        self._counted: dict[str, float] = {}
-        self.generations = 0
-        self.breaker = breaker
-        self.busy = False  # a teacher job is running
-        self.drift: DriftEvent | None = None  # a drift to answer with a targeted generation
-        self.snapshot: dict[str, object] = {}  # for /healthz, which runs on another thread
-
-    # -- events in --------------------------------------------------------------------------------
-
-    def accept(self, event: HardEvent) -> list[Sample]:
-        """Take one hard event; returns the samples it yields right away (ground truth)."""
-        label = event.label or event.predicted
-        metrics.HARD_EVENTS.labels(
-            reason=event.reason, label=label if label in self.teacher.labels else "other"
-        ).inc()
-        if event.label is not None and event.label in self.teacher.labels:
-            self.window.add(
-                ScoredExample(event.text, event.label, event.predicted, event.confidence), event.id
-            )
-            if self.settings.train_on_feedback:
-                return [
-                    Sample.of(
-                        event.text,
-                        event.label,
-                        "feedback",
-                        source_ids=[event.id],
-                        model_version=event.model_version,
-                    )
-                ]
-            return []
-        # An out-of-taxonomy text is counted, never labelled: a label of the taxonomy forced onto it
-        # would teach the student that the grocery list is politics.
-        if event.reason == "low_confidence":
-            if len(self.to_label) == self.to_label.maxlen:
-                metrics.HARD_DROPPED.labels(reason="label_queue_full").inc()  # the oldest one goes
-            self.to_label.append(event)
-        return []
-
-    def on_drift(self, event: DriftEvent) -> None:
-        """Live traffic moved: the next teacher job is a generation aimed at the classes it names."""
-        metrics.DRIFT_RECEIVED.inc()
-        log.warning(
-            "drift on %s (%s): a generation for %s",
-            event.model_version,
-            ", ".join(event.signals),
-            event.classes or "the weakest classes",
-        )
-        self.drift = event
-
-    # -- teacher work -----------------------------------------------------------------------------
-
-    def current_model(self) -> tuple[str, Guidance] | None:
-        """The current version and its guidance (Redis and storage: call it off the event loop)."""
-        record = self.registry.current()
-        guidance = self.guidance(record.version) if record else None
-        return (record.version, guidance) if record and guidance else None
-
-    def next_job(self, model: tuple[str, Guidance] | None) -> Job | None:
-        """The next thing to ask the teacher (generation first, when the window is ready and a
-        current ``model`` is known), or None."""
-        if self.backoff.waiting:
-            return None
-        if (self.window.ready() or self.drift is not None) and model is not None:
-            version, guidance = model
-            hard, ids = self.window.take()
-            drift, self.drift = self.drift, None
-            request = generation_request(
-                guidance.report,
-                guidance.scored,
-                live_hard=hard,
-                n=self.settings.samples_per_step,
-                examples=self.settings.prompt_examples,
-                classes=self.settings.target_classes,
-                seed=self.settings.seed + self.generations,
-                source_ids=ids,
-                focus=drift.classes if drift is not None else (),
-                exclude=self.exclude,
-            )
-            self.generations += 1
-
-            def undo() -> None:
-                for example, event_id in zip(hard, ids, strict=True):
-                    self.window.add(example, event_id)
-                if drift is not None and self.drift is None:
-                    self.drift = drift
-
-            return Job("generate", lambda: self.generate(request, version), undo)
-        if self.to_label:
-            batch = [
-                self.to_label.popleft() for _ in range(min(self.settings.label_batch, len(self.to_label)))
-            ]
-            return Job("label", lambda: self.label(batch), lambda: self.to_label.extendleft(reversed(batch)))
-        return None
-
-    def generate(self, request: GenerationRequest, version: str) -> list[Sample]:
-        result = self.teacher.generate(request)
-        for reason, n in result.rejected.items():
-            metrics.SAMPLES_REJECTED.labels(reason=reason).inc(n)
-        digest = prompt_hash(self.teacher.name, generate=request.fingerprint)
-        log.info(
-            "generation for %s (%s): %d of %d accepted",
-            version,
-            ", ".join(request.classes),
-            result.accepted,
-            result.proposed,
-        )
-        return [
-            Sample.of(
-                s.text,
-                s.label,
-                "teacher_generated",
-                teacher=self.teacher.name,
-                prompt_hash=digest,
-                source_ids=list(request.source_ids[:256]),
-                model_version=version,
-            )
-            for s in result.samples
-        ]
-
-    def label(self, events: Sequence[HardEvent]) -> list[Sample]:
-        answers = self.teacher.label([e.text for e in events])
-        samples = []
-        for event, answer in zip(events, answers, strict=True):
-            if answer.label is None:
-                metrics.SAMPLES_REJECTED.labels(reason="abstained").inc()
-                continue
-            samples.append(
-                Sample.of(
-                    event.text,
-                    answer.label,
-                    "teacher_labelled",
-                    teacher=self.teacher.name,
-                    prompt_hash=prompt_hash(self.teacher.name, text=event.text),
-                    source_ids=[event.id],
-                    model_version=event.model_version,
-                )
-            )
-        self.audit([(s.source_ids[0], s.label) for s in samples])
-        return samples
-
-    def audit(self, labels: Sequence[tuple[str, str]]) -> None:
-        """Hand the teacher's labels to the feedback join, which scores them when the truth comes.
-        Best effort: a sample is worth more than its audit, so a Redis failure here drops the audit."""
-        if self.join is None or not labels:
-            return
-        try:
-            self.join.record_teacher(labels)
-        except redis.RedisError as exc:
-            log.warning("could not record %d teacher labels for the audit: %s", len(labels), exc)
-
-    def guidance(self, version: str) -> Guidance | None:
-        if version not in self._guidance:
-            stored = self.registry.guidance(version)
-            if stored is None:
-                return None
-            self._guidance = {version: Guidance.from_dict(stored)}  # only the current one is needed
-        return self._guidance[version]
-
-    def status(self) -> dict[str, object]:
-        circuit = self.breaker.state if self.breaker else "closed"
-        metrics.CIRCUIT_OPEN.set(1 if circuit == "open" else 0)
-        return {
-            "circuit": circuit,
-            "teacher_failures": self.backoff.failures,
-            "to_label": len(self.to_label),
-            "hard_window": len(self.window),
-            "busy": self.busy,
-        }
-
-    def run_job(self, job: Job) -> list[Sample] | None:
-        """Run ``job`` (blocking, on a worker thread); None if the teacher failed, after which the
-        miner backs off and the caller puts the job's work back (:attr:`Job.undo`)."""
-        started = time.perf_counter()
-        try:
-            samples = job.run()
-        except (TeacherError, redis.RedisError) as exc:
-            retry_after = exc.retry_after if isinstance(exc, TeacherRateLimited) else None
-            if isinstance(exc, TeacherBudgetExceeded):
-                retry_after = 3600 - time.time() % 3600  # the hourly budget renews on the hour
-            delay = self.backoff.failed(retry_after)
-            metrics.TEACHER_CALLS.labels(operation=job.kind, outcome="error").inc()
-            log.warning("teacher %s failed (%s); backing off %.0f s", job.kind, exc, delay)
-            return None
-        finally:
-            metrics.TEACHER_SECONDS.labels(operation=job.kind).observe(time.perf_counter() - started)
-            self.count_usage()
-        self.backoff.succeeded()
-        metrics.TEACHER_CALLS.labels(operation=job.kind, outcome="ok").inc()
-        return samples
-
-    def count_usage(self) -> None:
-        usage, hits = self.teacher.usage, self.teacher.cache_hits
-        now = {
-            "prompt": usage.prompt_tokens,
-            "completion": usage.completion_tokens,
-            "cost": usage.cost,
-            **{f"hits:{op}": n for op, n in hits.items()},
-        }
-        delta = {k: v - self._counted.get(k, 0) for k, v in now.items()}
-        self._counted = now
-        metrics.TEACHER_TOKENS.labels(kind="prompt").inc(delta["prompt"])
-        metrics.TEACHER_TOKENS.labels(kind="completion").inc(delta["completion"])
-        metrics.TEACHER_COST.inc(delta["cost"])
-        for key, n in delta.items():
-            if key.startswith("hits:") and n:
-                metrics.TEACHER_CACHE_HITS.labels(operation=key[5:]).inc(n)
-        try:
-            for resource, left in self.teacher.remaining().items():
-                metrics.BUDGET_REMAINING.labels(resource=resource).set(math.inf if left is None else left)
-        except redis.RedisError:
-            pass  # the gauges catch up on the next job
-
-
 def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
+    """The faust app of the mining service and its miner; ``stack`` holds what the teacher needs open."""
     app = connect.faust_app(settings, SERVICE)
     topics = Topics(settings.namespace)
     redis = connect.redis_client(settings)
@@ -330,9 +55,9 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
         max_text_chars=settings.join_max_text_chars,
     )
     miner = Miner(settings, shared, connect.registry(settings, redis), splits, breaker, join)
-    metrics.CACHE_ENTRIES.labels(cache="features").set_function(lambda: embedder.feature_cache_size)
-    metrics.CACHE_ENTRIES.labels(cache="hard_window").set_function(lambda: miner.window.held)
-    metrics.CACHE_ENTRIES.labels(cache="label_queue").set_function(lambda: len(miner.to_label))
+    metrics.CACHE_ENTRIES.labels(cache="features").set_function(lambda: len(embedder.features))
+    metrics.CACHE_ENTRIES.labels(cache="hard_window").set_function(lambda: miner.jobs.window.held)
+    metrics.CACHE_ENTRIES.labels(cache="label_queue").set_function(lambda: len(miner.jobs.to_label))
     send = runtime.faust_sender(app, topics.samples, topics.dead_letter)
 
     async def publish(samples: Sequence[Sample]) -> None:
@@ -384,7 +109,7 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
             miner.snapshot = miner.status()
             job = None
             try:
-                wanted = miner.window.ready() or miner.drift is not None
+                wanted = miner.jobs.due()
                 model = await asyncio.to_thread(miner.current_model) if wanted else None
                 job = miner.next_job(model)
                 if job is None:

@@ -1,22 +1,38 @@
-"""Which model every serving worker runs: ``model-updates`` announcements, and the operator's
-rollback and release.
+"""Which model every serving worker runs: ``model-updates`` announcements, the watcher that follows
+them, and the operator's rollback and release.
 
-The trainer announces each promotion here; an operator's :func:`rollback` makes an earlier
-version current again everywhere and holds automatic promotion until :func:`release`::
+The trainer announces each promotion here, and each serving worker's :class:`UpdateWatcher` stages
+it; an operator's :func:`rollback` makes an earlier version current again everywhere and holds
+automatic promotion until :func:`release`::
 
     pgkd rollback v0003      # then, when the cause is fixed: pgkd release
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
+import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from pgkd.registry import ModelRecord
-from streams import connect
-from streams.events import ModelUpdate
+from cachetools import LRUCache
+from kafka import TopicPartition
+
+from pgkd.model_record import ModelRecord
+from pgkd.retry import Backoff
+from pgkd.serving import ModelSlot
+from streams import connect, metrics
+from streams.events import EventDecodeError, ModelUpdate, decode
 from streams.settings import StreamSettings
 from streams.topics import Topics
+
+# The watcher runs inside serving workers: its lines are the serving service's.
+log = logging.getLogger("pgkd.serving")
+WATCHER_BACKOFF = Backoff(initial=1.0, cap=30.0)
+REFUSED_KEPT = 256
 
 
 def update_for(record: ModelRecord, kind: str = "promote") -> ModelUpdate:
@@ -44,6 +60,22 @@ def announce(
     finally:
         if own:
             producer.close()
+
+
+def last_announced(settings: StreamSettings) -> ModelUpdate | None:
+    """The newest readable record of ``model-updates``, or None (an empty topic)."""
+    consumer = connect.consumer(settings, group=None)
+    try:
+        tp = TopicPartition(Topics(settings.namespace).model_updates, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        updates = []
+        for record in connect.read_to_end(consumer, tp):
+            with contextlib.suppress(EventDecodeError):
+                updates.append(decode(ModelUpdate, record.value))
+        return updates[-1] if updates else None
+    finally:
+        consumer.close()
 
 
 def rollback(settings: StreamSettings, version: str, *, hold: bool = True) -> ModelRecord:
@@ -83,3 +115,69 @@ def release(settings: StreamSettings) -> dict[str, Any] | None:
             }
         )
     return hold
+
+
+class UpdateWatcher(threading.Thread):
+    """Tails ``model-updates`` (every record, no consumer group) and stages each newest version.
+
+    At start it reads the whole topic to its end offset and stages only the last update, so a new
+    worker serves the current model and never an older one first. A version that fails to load is
+    refused once (and remembered), not retried on every poll.
+    """
+
+    def __init__(self, settings: StreamSettings, slot: ModelSlot) -> None:
+        super().__init__(name="model-updates", daemon=True)
+        self.settings, self.slot = settings, slot
+        self.topic = Topics(settings.namespace).model_updates
+        self.stopping = threading.Event()
+        # (version, sha256) -> why, the newest REFUSED_KEPT: a worker that runs for months stays bounded.
+        self.refused: LRUCache[tuple[str, str], str] = LRUCache(REFUSED_KEPT)
+
+    def run(self) -> None:
+        failures, failed_at = 0, -math.inf
+        while not self.stopping.is_set():
+            try:
+                self._tail()  # returns only when stopping
+            except Exception:  # the broker went away: keep the current model, retry
+                # A failure long after the last one starts a new outage: the backoff starts over.
+                failures = 1 if time.monotonic() - failed_at > WATCHER_BACKOFF.cap * 2 else failures + 1
+                failed_at = time.monotonic()
+                delay = WATCHER_BACKOFF.delay(failures)
+                log.exception("model-updates watcher failed; retrying in %.1f s", delay)
+                self.stopping.wait(delay)
+
+    def _tail(self) -> None:
+        consumer = connect.consumer(self.settings, group=None)
+        try:
+            tp = TopicPartition(self.topic, 0)
+            consumer.assign([tp])
+            consumer.seek_to_beginning(tp)
+            self._stage_newest(connect.read_to_end(consumer, tp))
+            while not self.stopping.is_set():
+                self._stage_newest([r for rs in consumer.poll(timeout_ms=1000).values() for r in rs])
+        finally:
+            consumer.close()
+
+    def _stage_newest(self, records: Sequence[Any]) -> None:
+        updates = []
+        for record in records:
+            try:
+                updates.append(decode(ModelUpdate, record.value))
+            except EventDecodeError as exc:
+                log.error("ignoring bad model update at offset %s: %s", record.offset, exc)
+        if updates:
+            self._stage(updates[-1])  # only the newest of a burst matters
+
+    def _stage(self, update: ModelUpdate) -> None:
+        if (update.version, update.sha256) in self.refused:
+            return
+        try:
+            loaded = self.slot.stage(update.version, update.uri, update.sha256)
+        except Exception as exc:  # corrupt, missing or unloadable: keep serving the current model
+            self.refused[(update.version, update.sha256)] = f"{type(exc).__name__}: {exc}"
+            metrics.SWAPS.labels(result="refused").inc()
+            log.error("refusing model %s: %s", update.version, exc)
+            return
+        if loaded is not None:
+            metrics.SWAP_SECONDS.observe(loaded.load_seconds)
+            log.info("staged model %s (%s) in %.2f s", loaded.version, update.kind, loaded.load_seconds)

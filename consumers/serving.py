@@ -6,9 +6,10 @@ loop keeps heartbeating), and publishes a :class:`~streams.events.Prediction` pe
 :class:`~streams.events.HardEvent` for those above the uncertainty threshold. Offsets are committed
 only after the batch's records are delivered (at-least-once; downstream deduplicates by ``id``).
 
-A thread tails ``model-updates``: each new version is staged (fetched, checksum verified, warmed
-up) beside the current one and swapped in between two batches. Run several processes with the same
-settings to scale out over the partitions of ``requests``::
+A thread (:class:`~consumers.model_updates.UpdateWatcher`) tails ``model-updates``: each new version
+is staged (fetched, checksum verified, warmed up) beside the current one and swapped in between two
+batches. Run several processes with the same settings to scale out over the partitions of
+``requests``::
 
     python -m consumers.serving      # or: pgkd serve
 """
@@ -17,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,25 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cachetools import LRUCache
-from kafka import TopicPartition
 
 from consumers import runtime
 from consumers.cascade import Cascade, cascade_for
-from pgkd.mining import uncertainty
-from pgkd.retry import Backoff
+from consumers.model_updates import UpdateWatcher
+from pgkd.evaluation import uncertainty
 from pgkd.serving import LoadedModel, ModelSlot
 from pgkd.student import Predictions
 from pgkd.teacher.base import TeacherLabel
 from streams import connect, metrics
-from streams.events import EventDecodeError, HardEvent, ModelUpdate, Prediction, Request, decode
+from streams.events import EventDecodeError, HardEvent, Prediction, Request, decode
 from streams.settings import StreamSettings
 from streams.topics import Topics
 
 SERVICE = "serving"
 log = logging.getLogger("pgkd.serving")
-WATCHER_BACKOFF = Backoff(initial=1.0, cap=30.0)
-REFUSED_KEPT = 256
 
 Outgoing = tuple[str, bytes, bytes]  # topic, key, value
 
@@ -137,72 +132,6 @@ def respond(
             )
             out.append((routing.topics.hard, key, hard.to_bytes()))
     return out
-
-
-class UpdateWatcher(threading.Thread):
-    """Tails ``model-updates`` (every record, no consumer group) and stages each newest version.
-
-    At start it reads the whole topic to its end offset and stages only the last update, so a new
-    worker serves the current model and never an older one first. A version that fails to load is
-    refused once (and remembered), not retried on every poll.
-    """
-
-    def __init__(self, settings: StreamSettings, slot: ModelSlot) -> None:
-        super().__init__(name="model-updates", daemon=True)
-        self.settings, self.slot = settings, slot
-        self.topic = Topics(settings.namespace).model_updates
-        self.stopping = threading.Event()
-        # (version, sha256) -> why, the newest REFUSED_KEPT: a worker that runs for months stays bounded.
-        self.refused: LRUCache[tuple[str, str], str] = LRUCache(REFUSED_KEPT)
-
-    def run(self) -> None:
-        failures, failed_at = 0, -math.inf
-        while not self.stopping.is_set():
-            try:
-                self._tail()  # returns only when stopping
-            except Exception:  # the broker went away: keep the current model, retry
-                # A failure long after the last one starts a new outage: the backoff starts over.
-                failures = 1 if time.monotonic() - failed_at > WATCHER_BACKOFF.cap * 2 else failures + 1
-                failed_at = time.monotonic()
-                delay = WATCHER_BACKOFF.delay(failures)
-                log.exception("model-updates watcher failed; retrying in %.1f s", delay)
-                self.stopping.wait(delay)
-
-    def _tail(self) -> None:
-        consumer = connect.consumer(self.settings, group=None)
-        try:
-            tp = TopicPartition(self.topic, 0)
-            consumer.assign([tp])
-            consumer.seek_to_beginning(tp)
-            self._stage_newest(connect.read_to_end(consumer, tp))
-            while not self.stopping.is_set():
-                self._stage_newest([r for rs in consumer.poll(timeout_ms=1000).values() for r in rs])
-        finally:
-            consumer.close()
-
-    def _stage_newest(self, records: Sequence[Any]) -> None:
-        updates = []
-        for record in records:
-            try:
-                updates.append(decode(ModelUpdate, record.value))
-            except EventDecodeError as exc:
-                log.error("ignoring bad model update at offset %s: %s", record.offset, exc)
-        if updates:
-            self._stage(updates[-1])  # only the newest of a burst matters
-
-    def _stage(self, update: ModelUpdate) -> None:
-        if (update.version, update.sha256) in self.refused:
-            return
-        try:
-            loaded = self.slot.stage(update.version, update.uri, update.sha256)
-        except Exception as exc:  # corrupt, missing or unloadable: keep serving the current model
-            self.refused[(update.version, update.sha256)] = f"{type(exc).__name__}: {exc}"
-            metrics.SWAPS.labels(result="refused").inc()
-            log.error("refusing model %s: %s", update.version, exc)
-            return
-        if loaded is not None:
-            metrics.SWAP_SECONDS.observe(loaded.load_seconds)
-            log.info("staged model %s (%s) in %.2f s", loaded.version, update.kind, loaded.load_seconds)
 
 
 class Server:
@@ -300,7 +229,7 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, ModelSlot, U
 
     def served_features() -> int:
         current = slot.current
-        return current.student.feature_cache_size if current is not None else 0
+        return len(current.student.features) if current is not None else 0
 
     metrics.CACHE_ENTRIES.labels(cache="features").set_function(served_features)
     metrics.CACHE_ENTRIES.labels(cache="refused_versions").set_function(lambda: len(watcher.refused))

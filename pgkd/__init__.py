@@ -7,7 +7,8 @@
 
 from pgkd.data import Example, Splits, make_splits
 from pgkd.datasets import load_corpus
-from pgkd.distill import DistillConfig, DistillResult, distill
+from pgkd.distill import distill
+from pgkd.distill_records import DistillConfig, DistillResult
 from pgkd.errors import PGKDError
 from pgkd.student import Student, TrainConfig
 

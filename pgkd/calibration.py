@@ -19,8 +19,10 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
+from torch import nn
 
 from pgkd.data import Example
 from pgkd.errors import ModelError
@@ -96,7 +98,7 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def calibrate(student: Student, examples: Sequence[Example]) -> Calibration:
     """Fit a temperature on labelled ``examples`` (validation) and apply it to ``student`` in place
-    (:meth:`pgkd.student.Student.scale_logits`); the calibration is recorded in its metadata."""
+    (:func:`scale_logits`); the calibration is recorded in its metadata."""
     if not examples:
         raise ModelError("calibration needs labelled examples")
     index = {c: i for i, c in enumerate(student.labels)}
@@ -111,9 +113,25 @@ def calibrate(student: Student, examples: Sequence[Example]) -> Calibration:
         nll_after=round(negative_log_likelihood(logits, gold, temperature), 6),
         n=len(examples),
     )
-    student.scale_logits(1.0 / temperature)
+    scale_logits(student, 1.0 / temperature)
     student.metadata.metrics["calibration"] = calibration.to_dict()
     return calibration
+
+
+def scale_logits(student: Student, factor: float) -> None:
+    """Multiply every logit of ``student`` by ``factor`` for good, by scaling the last linear layer
+    of its head: the weights carry the temperature, so transformers loading the saved folder gives
+    the same probabilities."""
+    if not factor > 0:
+        raise ModelError(f"a logit scale must be positive, got {factor}")
+    head = getattr(student.model, "classifier", None)
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)] if isinstance(head, nn.Module) else []
+    if not linears:
+        raise ModelError(f"{type(student.model).__name__} has no linear classifier to scale")
+    with torch.no_grad():
+        linears[-1].weight.mul_(factor)
+        if linears[-1].bias is not None:
+            linears[-1].bias.mul_(factor)
 
 
 def calibration_error(

@@ -109,7 +109,7 @@ def evaluate(
 
     By default the dataset and seed are the ones the model was distilled on (from its metadata), so
     the test split is the one it never saw."""
-    from pgkd.mining import evaluate as score
+    from pgkd.evaluation import evaluate as score
     from pgkd.runner import load_splits
     from pgkd.student import Student
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pgkd.mining import (
+from pgkd.evaluation import (
     ClassScores,
     ScoredExample,
     ValidationReport,

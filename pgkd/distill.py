@@ -4,7 +4,8 @@
 negatives = misclassified samples it was most confident about); 3. prompt the teacher with the
 taxonomy, correct and misclassified examples, hard negatives and the report verbatim; 4. add the
 accepted samples to the training set and retrain; 5. keep the best model on validation, stopping
-after ``patience`` steps without improvement or ``steps`` steps in all.
+after ``patience`` steps without improvement or ``steps`` steps in all. The run's configuration
+and the records it returns are in :mod:`pgkd.distill_records`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pgkd.calibration import calibrate, calibration_error
 from pgkd.data import Example, Splits
+from pgkd.distill_records import DistillConfig, DistillResult, Metric, StepRecord
 from pgkd.errors import (
     ModelError,
     TeacherBudgetExceeded,
@@ -26,113 +27,21 @@ from pgkd.errors import (
     TeacherResponseError,
     TeacherUnavailable,
 )
-from pgkd.fingerprint import digest_chunks
-from pgkd.mining import (
+from pgkd.evaluation import (
     ScoredExample,
     ValidationReport,
     evaluate,
     score,
 )
-from pgkd.out_of_taxonomy import DetectorConfig, fit_detector
+from pgkd.fingerprint import digest_chunks
+from pgkd.out_of_taxonomy import fit_detector
 from pgkd.student import Student
 from pgkd.teacher.base import Teacher
 from pgkd.teacher.request import generation_request
-from pgkd.training import TrainConfig, TrainMode
-
-Metric = Literal["macro_f1", "accuracy"]
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """Knobs of Algorithm 1; the defaults are the paper's (10 steps, 32 samples, patience 5, 16 examples).
-
-    >>> DistillConfig(steps=3).samples_per_step
-    32
-    """
-
-    steps: int = 10
-    samples_per_step: int = 32
-    patience: int = 5
-    prompt_examples: int = 16  # of each kind: correct, misclassified, hard negatives
-    # How many weak classes the teacher writes for each step. 10 rather than 4: with a fine-tuned
-    # student, samples spread over more weak classes lifted WordNet macro-F1 more (BENCHMARKS.md s.4).
-    target_classes: int = 10
-    metric: Metric = "macro_f1"  # validation metric that decides "better"
-    min_improvement: float = 0.0  # a step must beat the best by more than this to count
-    train: TrainConfig = field(default_factory=TrainConfig)
-    # Fine-tuned students restart from the base encoder every step: continuing to fine-tune the
-    # previous step's model, early-stopped on the same validation set each time, climbs on validation
-    # while test accuracy falls (BENCHMARKS.md section 4).
-    warm_start: bool = False
-    # Share of validation that only guides the teacher (report, examples, hard negatives); the rest
-    # only selects the step. 0 is the paper: one set does both, so validation overstates the lift.
-    guidance_split: float = 0.0
-    # Ablations of the paper's prompt: without the report the teacher sees no per-class scores and
-    # is aimed at the classes of the mistakes it is shown; without hard negatives it gets none.
-    use_report: bool = True
-    use_hard_negatives: bool = True
-    evaluate_test: bool = True
-    # The best model's confidence is calibrated on validation (temperature scaling) before it is
-    # returned, and it gets an out-of-taxonomy detector fitted on its training set (None: none).
-    calibrate: bool = True
-    detector: DetectorConfig | None = field(default_factory=DetectorConfig)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "patience", "prompt_examples", "target_classes", "samples_per_step"):
-            if getattr(self, name) < (0 if name == "steps" else 1):
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.metric not in ("macro_f1", "accuracy"):
-            raise ValueError(f"metric must be 'macro_f1' or 'accuracy', got {self.metric!r}")
-        if self.min_improvement < 0:
-            raise ValueError(f"min_improvement must be >= 0, got {self.min_improvement}")
-        if not 0 <= self.guidance_split < 1:
-            raise ValueError(f"guidance_split must be in [0, 1), got {self.guidance_split}")
-
-
-@dataclass
-class StepRecord:
-    """What one step did and achieved; the run report is a list of these."""
-
-    step: int
-    train_size: int
-    validation: dict[str, Any]
-    test: dict[str, Any] | None
-    improved: bool
-    target_classes: list[str] = field(default_factory=list)
-    proposed: int = 0
-    accepted: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    teacher: dict[str, Any] = field(default_factory=dict)  # cumulative usage after this step
-    teacher_seconds: float = 0.0
-    train_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    note: str = ""
-
-
-@dataclass
-class DistillResult:
-    best: Student
-    best_step: int
-    history: list[StepRecord]
-    samples: list[Example]  # every accepted teacher sample, in order
-    stop_reason: str
-    final_validation: ValidationReport
-    final_test: ValidationReport | None
-    seed_test: ValidationReport | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "best_step": self.best_step,
-            "stop_reason": self.stop_reason,
-            "seed_test": self.seed_test.summary() if self.seed_test else None,
-            "best_test": self.final_test.summary() if self.final_test else None,
-            "best_validation": self.final_validation.summary(),
-            "steps": [asdict(r) for r in self.history],
-        }
-
+from pgkd.training import TrainMode
 
 ProgressEvent = dict[str, Any]  # one line of a run's progress (train, step, teacher, done)
+DEFAULT_CONFIG = DistillConfig()  # the paper's knobs; frozen, so one shared default is safe
 
 
 def fingerprint(examples: Sequence[Example]) -> str:
@@ -145,7 +54,7 @@ def fingerprint(examples: Sequence[Example]) -> str:
 def distill(
     splits: Splits,
     teacher: Teacher,
-    config: DistillConfig = DistillConfig(),
+    config: DistillConfig = DEFAULT_CONFIG,
     *,
     student: Student | None = None,
     on_event: Callable[[ProgressEvent], None] | None = None,

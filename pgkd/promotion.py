@@ -20,9 +20,10 @@ from pgkd.bootstrap import Difference
 from pgkd.calibration import calibrate, calibration_error
 from pgkd.continual import Guidance
 from pgkd.data import Example
-from pgkd.distill import Metric, assess, successor
+from pgkd.distill import assess, successor
+from pgkd.distill_records import Metric
+from pgkd.evaluation import ScoredExample, ValidationReport
 from pgkd.feedback import TeacherAudit
-from pgkd.mining import ScoredExample, ValidationReport
 from pgkd.out_of_taxonomy import DEFAULT_DETECTOR, DetectorConfig, fit_detector
 from pgkd.student import Student
 from pgkd.training import FitResult, TrainConfig
@@ -92,7 +93,7 @@ class PromotionRule:
         current: dict[str, Any] | None,
         difference: Difference | None = None,
     ) -> Decision:
-        """Compare two validation summaries (:meth:`~pgkd.mining.ValidationReport.summary`), and
+        """Compare two validation summaries (:meth:`~pgkd.evaluation.ValidationReport.summary`), and
         with ``confidence`` set, the paired bootstrap ``difference`` of their macro-F1."""
         value = float(candidate[self.metric])
         if current is None:

@@ -2,10 +2,11 @@
 
 Storage is a local folder or any fsspec URI (``s3://bucket/models``, ``memory://models`` ...): each
 version is ``<root>/<version>/`` holding the student (safetensors, tokenizer, ``pgkd.json``) and
-``record.json`` (:class:`ModelRecord`: metrics, parent, data fingerprint, teacher cost since the
-parent). Storage is the source of truth. Redis, when given, holds the shared index, the version
-sequence and the *current* pointer, so several trainers and tools agree on them; if Redis lost its
-data, :meth:`ModelRegistry.rebuild_index` restores the index from storage.
+``record.json`` (:class:`~pgkd.model_record.ModelRecord`: metrics, parent, data fingerprint,
+teacher cost since the parent). Storage is the source of truth. Redis, when given, holds the shared
+index, the version sequence and the *current* pointer, so several trainers and tools agree on them;
+if Redis lost its data, :meth:`ModelRegistry.rebuild_index` restores the index from storage.
+Loading a version's files is :func:`pgkd.model_fetch.fetch_model`.
 
 >>> registry = ModelRegistry("runs/registry", redis=None)                       # doctest: +SKIP
 >>> record = registry.publish(student, metrics={"validation": report.summary()})  # doctest: +SKIP
@@ -16,13 +17,11 @@ data, :meth:`ModelRegistry.rebuild_index` restores the index from storage.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,9 @@ import fsspec
 
 from pgkd.errors import ModelError
 from pgkd.fingerprint import file_digest
+from pgkd.model_fetch import fetch_model, is_uri
 from pgkd.model_files import METADATA_FILE, WEIGHTS_FILE
+from pgkd.model_record import ModelRecord
 from pgkd.student import Student
 
 RECORD_FILE = "record.json"
@@ -39,50 +40,8 @@ CURRENT_FILE = "CURRENT"
 HOLD_FILE = "HOLD"
 
 
-@dataclass(frozen=True)
-class ModelRecord:
-    """What the registry knows of one version. ``metrics`` holds at least ``validation`` (the
-    :meth:`~pgkd.mining.ValidationReport.summary` promotion compares) and, when computed, ``test``."""
-
-    version: str
-    uri: str
-    sha256: str
-    created_at: float
-    parent_version: str | None = None
-    data_fingerprint: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    train_size: int = 0
-    samples_by_source: dict[str, int] = field(default_factory=dict)
-    teacher_cost_since_parent: float = 0.0
-    teacher_calls_since_parent: int = 0
-    teacher_usage_total: dict[str, float] = field(default_factory=dict)
-    note: str = ""
-    labels: list[str] = field(default_factory=list)  # the taxonomy the model answers in
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> ModelRecord:
-        """Parse a record; fields a newer pgkd added are ignored."""
-        try:
-            data = json.loads(text)
-            known = {f.name for f in fields(cls)}
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise ModelError(f"not a model record: {exc}") from exc
-
-    def metric(self, name: str, split: str = "validation") -> float | None:
-        value = (self.metrics.get(split) or {}).get(name)
-        return float(value) if isinstance(value, int | float) else None
-
-
-def _is_uri(location: str) -> bool:
-    return "://" in location
-
-
 def _join(root: str, *parts: str) -> str:
-    return "/".join([root.rstrip("/"), *parts]) if _is_uri(root) else str(Path(root, *parts))
+    return "/".join([root.rstrip("/"), *parts]) if is_uri(root) else str(Path(root, *parts))
 
 
 class ModelRegistry:
@@ -332,35 +291,3 @@ def _sequence(version: str) -> int:
         return int(version.lstrip("v"))
     except ValueError:
         return 0
-
-
-def fetch_model(uri: str, sha256: str, cache_dir: str | Path) -> Student:
-    """Load the student at ``uri`` after checking its weights against ``sha256``.
-
-    A remote version is downloaded to ``cache_dir`` first. Raises ModelError on a checksum mismatch
-    or anything but safetensors weights, so a corrupted artifact is never served.
-    """
-    with _local_copy(uri, Path(cache_dir)) as directory:
-        weights = directory / WEIGHTS_FILE
-        if not weights.is_file():
-            raise ModelError(f"{uri} has no {WEIGHTS_FILE}")
-        actual = file_digest(weights)
-        if actual != sha256:
-            raise ModelError(f"checksum mismatch for {uri}: expected {sha256[:12]}..., got {actual[:12]}...")
-        return Student.load(directory)
-
-
-@contextmanager
-def _local_copy(uri: str, cache_dir: Path) -> Iterator[Path]:
-    if not _is_uri(uri):
-        yield Path(uri)
-        return
-    fs, path = fsspec.core.url_to_fs(uri)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = Path(tempfile.mkdtemp(prefix="model-", dir=cache_dir))
-    try:
-        for remote in fs.ls(path, detail=False):
-            fs.get_file(remote, str(target / Path(remote).name))
-        yield target
-    finally:
-        shutil.rmtree(target, ignore_errors=True)

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from pgkd.distill import DistillResult  # noqa: E402
-from pgkd.registry import ModelRecord  # noqa: E402
+from pgkd.distill_records import DistillResult  # noqa: E402
+from pgkd.model_record import ModelRecord  # noqa: E402
 
 
 def write_report(

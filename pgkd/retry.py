@@ -2,7 +2,8 @@
 
 :class:`Backoff` is the policy (exponential, doubling from ``initial`` up to ``cap``); the loops
 themselves are tenacity's (``Retrying``/``AsyncRetrying``), given the policy's :meth:`Backoff.wait`,
-so a delay means the same thing in the services, the stack and the library.
+so a delay means the same thing in the services, the stack and the library. A loop that must not
+block while it waits (a service that goes on consuming) keeps a :class:`Cooldown` instead.
 
 >>> Backoff(initial=0.5, cap=4).delays(6)
 [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
@@ -11,6 +12,7 @@ so a delay means the same thing in the services, the stack and the library.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +41,38 @@ class Backoff:
     def wait(self) -> wait_exponential:
         """The same policy as a tenacity wait strategy (attempt k waits ``delay(k)``)."""
         return wait_exponential(multiplier=self.initial, max=self.cap)
+
+
+@dataclass
+class Cooldown:
+    """How long to leave something alone after failures: ``policy``'s delay, except that a failure
+    which says how long (a 429's ``Retry-After``) wins. A scheduler, not a loop: the caller asks
+    :attr:`waiting` and goes on with other work meanwhile.
+
+    >>> c = Cooldown(Backoff(initial=2, cap=300))
+    >>> c.failed(), c.failed(), c.failed(retry_after=60.0), c.waiting
+    (2.0, 4.0, 60.0, True)
+    >>> c.succeeded(); c.failures, c.waiting
+    (0, False)
+    """
+
+    policy: Backoff
+    failures: int = 0
+    until: float = 0.0
+
+    def failed(self, retry_after: float | None = None) -> float:
+        """Count a failure; returns the delay before the next try."""
+        self.failures += 1
+        delay = retry_after if retry_after is not None else self.policy.delay(self.failures)
+        self.until = time.monotonic() + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures, self.until = 0, 0.0
+
+    @property
+    def waiting(self) -> bool:
+        return time.monotonic() < self.until
 
 
 def log_retry(

@@ -19,7 +19,8 @@ from rich.table import Table
 
 from pgkd.data import Splits, make_splits
 from pgkd.datasets import load_corpus
-from pgkd.distill import DistillConfig, ProgressEvent, distill
+from pgkd.distill import ProgressEvent, distill
+from pgkd.distill_records import DistillConfig
 from pgkd.errors import ConfigError, PGKDError
 from pgkd.out_of_taxonomy import DetectorConfig
 from pgkd.report import write_report

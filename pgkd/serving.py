@@ -13,17 +13,43 @@ verify is refused and the current model stays.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from pgkd.errors import ModelError
-from pgkd.registry import fetch_model
+from pgkd.model_fetch import fetch_model
 from pgkd.student import Inference, Predictions, Student
 
 WARMUP_TEXTS = ("Warm-up text for a new model.", "A second, somewhat longer warm-up text for padding.")
+
+
+def inference_copy(student: Student, inference: Inference) -> Student:
+    """``student`` as served: ``"eager"`` is itself; ``"int8"`` is a copy whose encoder linear layers
+    hold int8 weights and quantise their activations per batch (PyTorch dynamic quantisation, CPU
+    only; the classifier head stays float32). The copy predicts and embeds; it cannot be trained or
+    saved."""
+    if inference == "eager":
+        return student
+    if inference != "int8":
+        raise ModelError(f"unknown inference mode {inference!r}; choose eager or int8")
+    from torch.ao.quantization import quantize_dynamic  # deprecated module: imported only when used
+
+    model = copy.deepcopy(student.model).cpu().eval()
+    with warnings.catch_warnings():  # torch.ao's deprecation notice: the kernels are current
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        quantize_dynamic(model.base_model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    twin = Student(model, student.tokenizer, copy.deepcopy(student.metadata), "cpu")
+    twin.inference = "int8"
+    twin.fence = student.fence
+    return twin
 
 
 @dataclass(frozen=True)
@@ -38,7 +64,7 @@ class ModelSlot:
     """The current model of a worker and at most one staged successor; thread-safe.
 
     ``max_chars`` cuts every text before tokenisation (a 1 MB request costs no more than a long one);
-    ``inference`` is how each loaded model runs (see :meth:`Student.for_inference`).
+    ``inference`` is how each loaded model runs (see :func:`inference_copy`).
     """
 
     def __init__(
@@ -79,7 +105,7 @@ class ModelSlot:
             if self._staged is not None and self._staged.version == version:
                 return None
         started = time.perf_counter()
-        student = fetch_model(uri, sha256, self.cache_dir).for_inference(self.inference)
+        student = inference_copy(fetch_model(uri, sha256, self.cache_dir), self.inference)
         student.predict(list(WARMUP_TEXTS), batch_size=self.batch_size)
         loaded = LoadedModel(version, student, sha256, time.perf_counter() - started)
         with self._lock:

@@ -13,30 +13,28 @@ How it scores depends on its ``pooling``:
 A trained student is saved as a directory holding safetensors weights, the tokenizer, the label
 map, ``pgkd.json`` metadata (version, parent, data fingerprint, metrics, checksum) and a model card
 (``README.md``); nothing else is ever loaded (the format: :mod:`pgkd.model_files`).
-:meth:`Student.for_inference` gives an int8 copy for serving (dynamically quantised encoder) that
-predicts only.
+:func:`pgkd.serving.inference_copy` gives an int8 copy for serving (dynamically quantised encoder)
+that predicts only.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from cachetools import LRUCache
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers import logging as hf_logging
 
+from pgkd import training
 from pgkd.data import Example
 from pgkd.errors import ModelError
+from pgkd.features import FEATURE_CACHE_SIZE, FeatureCache
 from pgkd.model_files import (
     Pooling,
     StudentMetadata,
@@ -53,14 +51,10 @@ from pgkd.training import (
     FitResult,
     TrainConfig,
     TrainMode,
-    bucketed_batches,
-    class_weights,
     resolve_device,
-    warmup_then_decay,
 )
 
 Inference = Literal["eager", "int8"]
-FEATURE_CACHE_SIZE = 50_000  # texts; 50k x 384 float32 is 77 MB for MiniLM
 
 __all__ = ["FitResult", "Predictions", "Student", "StudentMetadata", "TrainConfig", "TrainMode"]
 
@@ -100,22 +94,13 @@ class Student:
         self.metadata = metadata
         self.labels: tuple[str, ...] = tuple(metadata.labels)
         self._label_index = {c: i for i, c in enumerate(self.labels)}
-        # text -> pooled encoder features (head mode, embeddings), the least recently used dropped
-        # past FEATURE_CACHE_SIZE: a service that runs for months must not grow with its traffic.
-        self._features: LRUCache[str, torch.Tensor] = LRUCache(FEATURE_CACHE_SIZE)
-        self._cache_lock = threading.Lock()  # an LRU reorders itself on every read: one user at a time
+        self.features = FeatureCache(FEATURE_CACHE_SIZE)  # head mode and embeddings: see encode()
         self.inference: Inference = "eager"
         self.fence: OutOfTaxonomy | None = None  # scores how far a text is from every class
 
     @property
     def pooling(self) -> Pooling:
         return self.metadata.pooling
-
-    @property
-    def feature_cache_size(self) -> int:
-        """Texts whose features are memoised now (at most ``FEATURE_CACHE_SIZE``)."""
-        with self._cache_lock:
-            return len(self._features)
 
     # -- construction -----------------------------------------------------------------------------
 
@@ -175,7 +160,7 @@ class Student:
 
     def save(self, directory: str | Path) -> Path:
         """Write weights (safetensors), tokenizer, metadata and model card; returns the directory."""
-        self._trainable("save")
+        self.check_trainable("save")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory, safe_serialization=True)
@@ -195,7 +180,7 @@ class Student:
             None,
         )
         twin = Student(copy.deepcopy(self.model), self.tokenizer, meta, self._device_choice)
-        twin._features, twin._cache_lock = self._features, self._cache_lock
+        twin.features = self.features
         return twin
 
     def successor(self, mode: TrainMode, *, seed: int = 0) -> Student:
@@ -205,35 +190,9 @@ class Student:
         nxt = self.clone()
         nxt.metadata.pooling = pooling_for(mode)
         if mode == "full":
-            nxt._features = LRUCache(FEATURE_CACHE_SIZE)
+            nxt.forget_features()
         nxt.reset_head(seed)
         return nxt
-
-    def for_inference(self, inference: Inference) -> Student:
-        """This student as served: ``"eager"`` is itself; ``"int8"`` is a copy whose encoder linear
-        layers hold int8 weights and quantise their activations per batch (PyTorch dynamic
-        quantisation, CPU only; the classifier head stays float32). The copy predicts and embeds; it
-        cannot be trained or saved."""
-        if inference == "eager":
-            return self
-        if inference != "int8":
-            raise ModelError(f"unknown inference mode {inference!r}; choose eager or int8")
-        import warnings
-
-        from torch.ao.quantization import quantize_dynamic
-
-        model = copy.deepcopy(self.model).cpu().eval()
-        with warnings.catch_warnings():  # torch.ao's deprecation notice: the kernels are current
-            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-            quantize_dynamic(model.base_model, {nn.Linear}, dtype=torch.qint8, inplace=True)
-        twin = Student(model, self.tokenizer, copy.deepcopy(self.metadata), "cpu")
-        twin.inference = "int8"
-        twin.fence = self.fence
-        return twin
-
-    def _trainable(self, action: str) -> None:
-        if self.inference != "eager":
-            raise ModelError(f"cannot {action} an {self.inference} inference copy; use the original student")
 
     @property
     def _device_choice(self) -> DeviceChoice:
@@ -248,23 +207,6 @@ class Student:
         for module in head.modules():
             if isinstance(module, nn.Linear):
                 module.reset_parameters()
-
-    def scale_logits(self, factor: float) -> None:
-        """Multiply every logit by ``factor`` for good, by scaling the last linear layer of the head
-        (temperature scaling, :mod:`pgkd.calibration`): the weights carry it, so transformers
-        loading the saved folder gives the same probabilities."""
-        if not factor > 0:
-            raise ModelError(f"a logit scale must be positive, got {factor}")
-        head = getattr(self.model, "classifier", None)
-        linears = (
-            [m for m in head.modules() if isinstance(m, nn.Linear)] if isinstance(head, nn.Module) else []
-        )
-        if not linears:
-            raise ModelError(f"{type(self.model).__name__} has no linear classifier to scale")
-        with torch.no_grad():
-            linears[-1].weight.mul_(factor)
-            if linears[-1].bias is not None:
-                linears[-1].bias.mul_(factor)
 
     # -- inference --------------------------------------------------------------------------------
 
@@ -304,7 +246,7 @@ class Student:
         """Class scores (n, classes) and the features the classifier computed them from (n, hidden)."""
         if self.pooling != "native":
             feats = self.encode(texts, batch_size=batch_size, cache=cache)
-            return self._head(feats), feats
+            return self.head_logits(feats), feats
         logits = torch.zeros(len(texts), len(self.labels), device=self.device)
         feats = torch.zeros(len(texts), self.model.config.hidden_size, device=self.device)
         seen: list[torch.Tensor] = []
@@ -343,8 +285,7 @@ class Student:
         (head-mode training) and the pooling does not change."""
         how = pooling or ("mean" if self.pooling == "native" else self.pooling)
         cache = cache and how == ("mean" if self.pooling == "native" else self.pooling)
-        with self._cache_lock:
-            out: list[torch.Tensor | None] = [self._features.get(t) if cache else None for t in texts]
+        out = self.features.get(texts) if cache else [None] * len(texts)
         todo = [i for i, f in enumerate(out) if f is None]
         # Sorting by length keeps padding, and so wasted compute, small within each batch.
         todo.sort(key=lambda i: len(texts[i]))
@@ -356,9 +297,7 @@ class Student:
                 for i, f in zip(idx, feats, strict=True):
                     out[i] = f
                 if cache:
-                    with self._cache_lock:
-                        for i in idx:
-                            self._features[texts[i]] = out[i]  # type: ignore[assignment]
+                    self.features.put([texts[i] for i in idx], list(feats))
         return torch.stack([f for f in out if f is not None]) if out else torch.zeros(0)
 
     # -- training ---------------------------------------------------------------------------------
@@ -371,96 +310,53 @@ class Student:
         *,
         on_epoch: Callable[[dict[str, float]], None] | None = None,
     ) -> FitResult:
-        """Train in place, early-stopping on validation loss; the best epoch's weights are kept."""
-        config = config or TrainConfig()
-        self._trainable("train")
-        if not train or not validation:
-            raise ModelError("fit needs non-empty train and validation sets")
-        unknown = {e.label for e in [*train, *validation]} - set(self.labels)
-        if unknown:
-            raise ModelError(f"labels not in this student's taxonomy: {sorted(unknown)}")
-        head = config.mode == "head"
-        if head and self.pooling == "native":
+        """Train in place, early-stopping on validation loss; the best epoch's weights are kept
+        (the loop: :func:`pgkd.training.fit`)."""
+        return training.fit(self, train, validation, config, on_epoch=on_epoch)
+
+    def check_trainable(self, action: str) -> None:
+        """Refuse to train or save an inference copy (int8 weights cannot be written back)."""
+        if self.inference != "eager":
+            raise ModelError(f"cannot {action} an {self.inference} inference copy; use the original student")
+
+    def move_to(self, device: torch.device) -> None:
+        self.device = device
+        self.model.to(device)  # type: ignore[arg-type]
+
+    def forget_features(self) -> None:
+        """Drop the memoised features: the encoder is about to change, so they would be stale."""
+        self.features = FeatureCache(FEATURE_CACHE_SIZE)
+
+    def label_ids(self, examples: Sequence[Example]) -> torch.Tensor:
+        return torch.tensor([self._label_index[e.label] for e in examples], device=self.device)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        tokens = self.tokenizer(list(texts), truncation=True, max_length=self.metadata.max_length)
+        return [len(t) for t in tokens["input_ids"]]
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        """Class scores with gradients (a training step), by this student's pooling."""
+        if self.pooling == "native":
+            return self.model(**self._tokenize(texts)).logits  # type: ignore[no-any-return]
+        return self.head_logits(self._pool(self._tokenize(texts), self.pooling))
+
+    @property
+    def classifier(self) -> nn.Linear:
+        """The linear classifier head mode trains."""
+        head = getattr(self.model, "classifier", None)
+        if not isinstance(head, nn.Linear):
             raise ModelError(
-                "head mode trains a linear head on cached pooled features, and this student scores "
-                "through its native head; derive the candidate with Student.successor('head')"
+                f"{type(self.model).__name__} has no linear `classifier`; head mode drives BERT-style "
+                "encoders (BERT, MiniLM, ELECTRA-like heads); fine-tune (mode 'full') any other"
             )
-        if config.device != "auto" and resolve_device(config.device) != self.device:
-            self.device = resolve_device(config.device)
-            self.model.to(self.device)  # type: ignore[arg-type]
-        torch.manual_seed(config.seed)
-        started = time.perf_counter()
-        y_train = torch.tensor([self._label_index[e.label] for e in train], device=self.device)
-        y_val = torch.tensor([self._label_index[e.label] for e in validation], device=self.device)
-        if head:
-            x_train = self.encode([e.text for e in train], cache=True)
-            x_val = self.encode([e.text for e in validation], cache=True)
-            params = list(self._classifier().parameters())
-            lengths = [1] * len(train)  # cached features: no padding to save
-        else:
-            x_train = x_val = torch.zeros(0)
-            self._features = LRUCache(FEATURE_CACHE_SIZE)  # the encoder is about to change: stale
-            params = list(self.model.parameters())
-            tokens = self.tokenizer(
-                [e.text for e in train], truncation=True, max_length=self.metadata.max_length
-            )["input_ids"]
-            lengths = [len(t) for t in tokens]
-        optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        steps_per_epoch = math.ceil(len(train) / config.batch)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, warmup_then_decay(steps_per_epoch * config.epochs, config.warmup)
-        )
-        weights = class_weights(y_train.tolist(), len(self.labels), config.class_weight)
-        loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(self.device))
-        best_loss, best_epoch, best_state = math.inf, 0, self._state(config.mode)
-        history: list[dict[str, float]] = []
-        generator = torch.Generator().manual_seed(config.seed)
-        for epoch in range(1, config.epochs + 1):
-            self.model.train()
-            total = 0.0
-            for batch in bucketed_batches(lengths, config.batch, config.bucket_batches, generator):
-                if head:
-                    logits = self._head(x_train[batch])
-                elif self.pooling == "native":
-                    logits = self.model(**self._tokenize([train[i].text for i in batch])).logits
-                else:
-                    logits = self._head(
-                        self._pool(self._tokenize([train[i].text for i in batch]), self.pooling)
-                    )
-                loss = loss_fn(logits, y_train[batch])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                total += loss.item() * len(batch)
-            val_loss, val_acc = self._validation_loss(validation, x_val, y_val, config.mode)
-            if not math.isfinite(val_loss):
-                self._restore(best_state, config.mode)
-                raise ModelError(f"validation loss is {val_loss} at epoch {epoch}: lower the learning rate")
-            row = {
-                "epoch": epoch,
-                "train_loss": total / len(train),
-                "val_loss": val_loss,
-                "val_accuracy": val_acc,
-            }
-            history.append(row)
-            if on_epoch:
-                on_epoch(row)
-            if val_loss < best_loss - 1e-4:
-                best_loss, best_epoch, best_state = val_loss, epoch, self._state(config.mode)
-            elif epoch - best_epoch >= config.stop_after:
-                break
-        self._restore(best_state, config.mode)
-        self.model.eval()
-        self.metadata.train = {
-            **asdict(config),
-            "epochs_run": len(history),
-            "best_epoch": best_epoch,
-            "train_size": len(train),
-            "seconds": round(time.perf_counter() - started, 1),
-            "device": self.device.type,
-        }
-        return FitResult(len(history), best_epoch, best_loss, time.perf_counter() - started, history)
+        return head
+
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Class scores from pooled features (dropout applies only in training mode)."""
+        dropout = getattr(self.model, "dropout", None)
+        if isinstance(dropout, nn.Module):
+            features = dropout(features)
+        return self.classifier(features)  # type: ignore[no-any-return]
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -480,34 +376,3 @@ class Student:
             return hidden[:, 0]
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-
-    def _classifier(self) -> nn.Linear:
-        head = getattr(self.model, "classifier", None)
-        if not isinstance(head, nn.Linear):
-            raise ModelError(
-                f"{type(self.model).__name__} has no linear `classifier`; head mode drives BERT-style "
-                "encoders (BERT, MiniLM, ELECTRA-like heads); fine-tune (mode 'full') any other"
-            )
-        return head
-
-    def _head(self, features: torch.Tensor) -> torch.Tensor:
-        dropout = getattr(self.model, "dropout", None)
-        if isinstance(dropout, nn.Module):
-            features = dropout(features)
-        return self._classifier()(features)
-
-    @torch.no_grad()
-    def _validation_loss(
-        self, validation: Sequence[Example], x_val: torch.Tensor, y_val: torch.Tensor, mode: TrainMode
-    ) -> tuple[float, float]:
-        self.model.eval()
-        logits = self._head(x_val) if mode == "head" else self.logits([e.text for e in validation])
-        loss = float(nn.functional.cross_entropy(logits, y_val))
-        return loss, float((logits.argmax(1) == y_val).float().mean())
-
-    def _state(self, mode: TrainMode) -> dict[str, torch.Tensor]:
-        module = self._classifier() if mode == "head" else self.model
-        return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-    def _restore(self, state: dict[str, torch.Tensor], mode: TrainMode) -> None:
-        (self._classifier() if mode == "head" else self.model).load_state_dict(state)

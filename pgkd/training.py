@@ -1,4 +1,4 @@
-"""How a student is trained: the configuration, the device, the batch order and the schedule.
+"""How a student is trained: the configuration, the device, the batch order, the schedule and the loop.
 
 Two modes, because a live system retrains on whatever hardware it has:
 
@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Literal
 
 import torch
+from torch import nn
+
+from pgkd.data import Example
+from pgkd.errors import ModelError
+
+if TYPE_CHECKING:  # the student calls fit() on itself; only its type is needed here
+    from pgkd.student import Student
 
 TrainMode = Literal["head", "full"]
 ClassWeight = Literal["none", "sqrt", "balanced"]
@@ -177,3 +185,108 @@ class WarmupDecay:
         if step < self.warm:
             return (step + 1) / self.warm
         return max(0.0, (self.total - step) / max(1, self.total - self.warm))
+
+
+def fit(
+    student: Student,
+    train: Sequence[Example],
+    validation: Sequence[Example],
+    config: TrainConfig | None = None,
+    *,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train ``student`` in place, early-stopping on validation loss; the best epoch's weights are
+    kept and the run is written into its metadata."""
+    config = config or TrainConfig()
+    student.check_trainable("train")
+    if not train or not validation:
+        raise ModelError("fit needs non-empty train and validation sets")
+    unknown = {e.label for e in [*train, *validation]} - set(student.labels)
+    if unknown:
+        raise ModelError(f"labels not in this student's taxonomy: {sorted(unknown)}")
+    head = config.mode == "head"
+    if head and student.pooling == "native":
+        raise ModelError(
+            "head mode trains a linear head on cached pooled features, and this student scores "
+            "through its native head; derive the candidate with Student.successor('head')"
+        )
+    if config.device != "auto" and resolve_device(config.device) != student.device:
+        student.move_to(resolve_device(config.device))
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    y_train, y_val = student.label_ids(train), student.label_ids(validation)
+    if head:  # the encoder stays frozen: its features are computed once and reused every epoch
+        x_train = student.encode([e.text for e in train], cache=True)
+        x_val = student.encode([e.text for e in validation], cache=True)
+        trained: nn.Module = student.classifier
+        lengths = [1] * len(train)  # cached features: no padding to save
+    else:
+        x_train = x_val = torch.zeros(0)
+        student.forget_features()
+        trained = student.model
+        lengths = student.token_lengths([e.text for e in train])
+    optimiser = torch.optim.AdamW(trained.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / config.batch)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, warmup_then_decay(steps_per_epoch * config.epochs, config.warmup)
+    )
+    weights = class_weights(y_train.tolist(), len(student.labels), config.class_weight)
+    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(student.device))
+
+    def validation_loss() -> tuple[float, float]:
+        student.model.eval()
+        with torch.no_grad():
+            logits = student.head_logits(x_val) if head else student.logits([e.text for e in validation])
+            loss = float(nn.functional.cross_entropy(logits, y_val))
+        return loss, float((logits.argmax(1) == y_val).float().mean())
+
+    best_loss, best_epoch, best_state = math.inf, 0, _snapshot(trained)
+    history: list[dict[str, float]] = []
+    generator = torch.Generator().manual_seed(config.seed)
+    for epoch in range(1, config.epochs + 1):
+        student.model.train()
+        total = 0.0
+        for batch in bucketed_batches(lengths, config.batch, config.bucket_batches, generator):
+            if head:
+                logits = student.head_logits(x_train[batch])
+            else:
+                logits = student.forward([train[i].text for i in batch])
+            loss = loss_fn(logits, y_train[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += loss.item() * len(batch)
+        val_loss, val_acc = validation_loss()
+        if not math.isfinite(val_loss):
+            trained.load_state_dict(best_state)
+            raise ModelError(f"validation loss is {val_loss} at epoch {epoch}: lower the learning rate")
+        row = {
+            "epoch": epoch,
+            "train_loss": total / len(train),
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+        }
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if val_loss < best_loss - 1e-4:
+            best_loss, best_epoch, best_state = val_loss, epoch, _snapshot(trained)
+        elif epoch - best_epoch >= config.stop_after:
+            break
+    trained.load_state_dict(best_state)
+    student.model.eval()
+    seconds = time.perf_counter() - started
+    student.metadata.train = {
+        **asdict(config),
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "train_size": len(train),
+        "seconds": round(seconds, 1),
+        "device": student.device.type,
+    }
+    return FitResult(len(history), best_epoch, best_loss, seconds, history)
+
+
+def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}

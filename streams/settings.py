@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from pgkd.mining import UncertaintyRule
+from pgkd.evaluation import UncertaintyRule
 from pgkd.settings import Settings
 
 

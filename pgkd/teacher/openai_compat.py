@@ -15,7 +15,8 @@ the block's content is never instructions. Even if the model were persuaded, the
 taxonomy labels.
 
 The prompt texts and schemas live in :mod:`pgkd.teacher.prompts`, the answer parsing in
-:mod:`pgkd.teacher.answers`; both are re-exported here.
+:mod:`pgkd.teacher.answers`, the choice of demonstrations in :mod:`pgkd.teacher.demonstrations` and
+the prompt, checks and verification of a generation step in :mod:`pgkd.teacher.generation`.
 
 Example::
 
@@ -27,10 +28,7 @@ Example::
 from __future__ import annotations
 
 import json
-import logging
-import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import openai
@@ -38,12 +36,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from pydantic import SecretStr
 
 from pgkd.data import Example
-from pgkd.errors import (
-    TeacherBudgetExceeded,
-    TeacherResponseError,
-)
-from pgkd.mining import ScoredExample
-from pgkd.teacher.answers import label_confidence, loads_object, parse_samples
+from pgkd.teacher.answers import label_confidence, loads_object
 from pgkd.teacher.base import (
     UNLIMITED,
     GenerationResult,
@@ -52,23 +45,12 @@ from pgkd.teacher.base import (
     TeacherUsage,
     check_labels,
     spread,
-    unit_rows,
 )
+from pgkd.teacher.demonstrations import Demonstrations, Embed
 from pgkd.teacher.endpoint import ChatEndpoint, StructuredOutput
-from pgkd.teacher.filters import NearDuplicateIndex, check_text
-from pgkd.teacher.prompts import (
-    GENERATE_REQUEST,
-    GENERATE_SYSTEM,
-    LABEL_SYSTEM,
-    as_data,
-    label_schema,
-    samples_schema,
-)
+from pgkd.teacher.generation import GenerationStep, generation_context, quota_chunks, quota_prompt
+from pgkd.teacher.prompts import GENERATE_SYSTEM, LABEL_SYSTEM, as_data, label_schema, samples_schema
 from pgkd.teacher.request import GenerationRequest
-
-log = logging.getLogger(__name__)
-
-Embed = Callable[[Sequence[str]], np.ndarray]
 
 
 class OpenAICompatibleTeacher:
@@ -144,9 +126,7 @@ class OpenAICompatibleTeacher:
                 raise ValueError(f"{name} must be in [0, 1], got {fraction}")
         if not 0.0 <= temperature <= 2.0:
             raise ValueError(f"temperature must be in [0, 2], got {temperature}")
-        unknown = sorted({d.label for d in demonstrations} - set(self.labels))
-        if unknown:
-            raise ValueError(f"demonstrations have labels {unknown} that are not in the taxonomy")
+        self._demos = Demonstrations(demonstrations, self.labels, shots=shots, embed=embed, seed=seed)
 
         self.usage = TeacherUsage()
         self.budget = budget
@@ -176,10 +156,6 @@ class OpenAICompatibleTeacher:
         self.max_prompt_chars = max_prompt_chars
         self.duplicate_threshold = duplicate_threshold
         self.request_logprobs = request_logprobs
-        self._demos = list(demonstrations)
-        self._embed = embed
-        self._demo_vectors: np.ndarray | None = None
-        self._balanced = self._balanced_sample(random.Random(seed))
         # A one-line meaning per label lifted a 1.5B teacher from 0.58 to 0.80 on BBC headlines: the
         # bare name "entertainment" loses to "tech" far too often.
         self.descriptions = {c: d for c, d in (descriptions or {}).items() if c in self.labels}
@@ -205,7 +181,7 @@ class OpenAICompatibleTeacher:
     def _label_all(self, texts: list[str], *, logprobs: bool, similar: bool = True) -> list[TeacherLabel]:
         # similar=False uses the fixed class-balanced demonstrations: the prompt prefix is then the
         # same for every text, and llama.cpp evaluates only the new text (2 s instead of 12 s here).
-        queries = self._query_vectors(texts) if similar else None
+        queries = self._demos.query_vectors(texts) if similar else None
         labelled = []
         for i, text in enumerate(texts):
             query = None if queries is None else queries[i]
@@ -215,7 +191,7 @@ class OpenAICompatibleTeacher:
     def label_messages(self, text: str, query: np.ndarray | None = None) -> list[ChatCompletionMessageParam]:
         """The chat messages :meth:`label` sends for ``text`` (demonstrations as earlier turns)."""
         messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": self._label_system}]
-        for demo in self._demos_for(query):
+        for demo in self._demos.for_query(query):
             messages.append(
                 {"role": "user", "content": f"<text>{as_data(demo.text, self.prompt_example_chars)}</text>"}
             )
@@ -261,32 +237,6 @@ class OpenAICompatibleTeacher:
         folded = answer.strip().casefold()
         return next((label for label in self.labels if label.casefold() == folded), None)
 
-    def _balanced_sample(self, rng: random.Random) -> list[Example]:
-        by_class = {label: [d for d in self._demos if d.label == label] for label in self.labels}
-        for group in by_class.values():
-            rng.shuffle(group)
-        chosen: list[Example] = []
-        while len(chosen) < min(self.shots, len(self._demos)):
-            for group in by_class.values():
-                if group and len(chosen) < self.shots:
-                    chosen.append(group.pop())
-        rng.shuffle(chosen)
-        return chosen
-
-    def _query_vectors(self, texts: Sequence[str]) -> np.ndarray | None:
-        if self._embed is None or not self._demos or self.shots == 0 or not texts:
-            return None
-        if self._demo_vectors is None:
-            self._demo_vectors = unit_rows(self._embed([d.text for d in self._demos]))
-        return unit_rows(self._embed(list(texts)))
-
-    def _demos_for(self, query: np.ndarray | None) -> list[Example]:
-        if query is None or self._demo_vectors is None:
-            return self._balanced
-        similarity = self._demo_vectors @ query
-        nearest = np.argsort(-similarity, kind="stable")[: self.shots]
-        return [self._demos[i] for i in reversed(nearest)]  # the most similar next to the query
-
     # --------------------------------------------------------------- generate
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
@@ -297,29 +247,18 @@ class OpenAICompatibleTeacher:
         TeacherResponseError only when no request of the step gave a parseable answer.
         """
         quotas = spread(request.classes, request.n, self.labels)
-        result = GenerationResult()
         if not quotas:
-            return result
+            return GenerationResult()
         self.budget.check(self.usage)
         context = self.generation_context(request)
-        examples = [s.text for s in request.examples]
-        # The model saw each example clipped: a copy of the clipped text is a copy too.
-        shown = examples + [t.strip()[: self.prompt_example_chars] for t in examples]
-        prompt_index = NearDuplicateIndex(
-            shown, threshold=self.duplicate_threshold, longest=self.max_text_chars
+        step = GenerationStep(
+            request,
+            self.usage,
+            example_chars=self.prompt_example_chars,
+            max_chars=self.max_text_chars,
+            duplicate_threshold=self.duplicate_threshold,
         )
-        seen = NearDuplicateIndex(
-            request.exclude, threshold=self.duplicate_threshold, longest=self.max_text_chars
-        )
-
-        def reject(reason: str) -> None:
-            result.rejected[reason] += 1
-            self.usage.rejected[reason] += 1
-
-        usable_calls = 0
-        failures: list[str] = []
-        candidates: list[Example] = []
-        for chunk in self._chunks(quotas):
+        for chunk in quota_chunks(quotas, per_call=self.samples_per_call):
             if self.budget.exhausted(self.usage) is not None:
                 break
             k = sum(chunk.values())
@@ -335,135 +274,25 @@ class OpenAICompatibleTeacher:
                 logprobs=False,
                 seed=self.seed + self.usage.calls,
             )
-            content = response.choices[0].message.content if response.choices else None
-            items, broken = parse_samples(content or "")
-            result.proposed += len(items) + (1 if broken else 0)
-            if broken:
-                reject("invalid_json")
-            if not items:
-                self.usage.failed_calls += 1
-                failures.append(repr((content or "")[:120]))
-                continue
-            usable_calls += 1
-            left = dict(chunk)
-            for item in items:
-                reason = self._check_item(item, left, prompt_index, seen)
-                if reason is not None:
-                    reject(reason)
-                    continue
-                sample = Example(item["text"].strip(), item["label"])
-                left[sample.label] -= 1
-                seen.add(sample.text)
-                candidates.append(sample)
+            step.take(response.choices[0].message.content if response.choices else None, chunk)
         # Verified after all generation requests, which share a long prompt prefix that llama.cpp
         # keeps cached only until a different prompt (a labelling request) comes in between.
-        for sample, reason in self._verify(candidates):
-            if reason is None:
-                result.samples.append(sample)
-            else:
-                reject(reason)
-        if usable_calls == 0 and failures:
-            raise TeacherResponseError(
-                f"{self.name} gave no usable answer in {len(failures)} request(s); "
-                f"the first began {failures[0]}"
-            )
-        return result
+        return step.finish(self.name, self._check_label if self.verify_generated else None)
 
     def generation_context(self, request: GenerationRequest) -> str:
-        """The shared part of every generation prompt of a step: the taxonomy, the validation report
-        verbatim and the three kinds of examples, trimmed (examples dropped from the end of each
-        list in turn) to ``max_prompt_chars``."""
-        hard = list(request.hard_negatives)
-        hard_texts = {s.text for s in hard}
-        wrong = [s for s in request.misclassified if s.text not in hard_texts]
-        right = list(request.correct)
-
-        def quote(s: ScoredExample) -> str:
-            return json.dumps(as_data(s.text, self.prompt_example_chars), ensure_ascii=False)
-
-        while True:
-            lines = [
-                "Classes (the whole taxonomy):",
-                self._taxonomy,
-                "",
-                "The classifier was evaluated on held-out validation data. Its classification report:",
-                "<report>",
-                request.report.strip("\n"),
-                "</report>",
-                "",
-                "<examples>",
-                "Examples it classified correctly (label: text):",
-                *(f"- {s.label}: {quote(s)}" for s in right),
-                "Examples it misclassified (true label, what it predicted: text):",
-                *(f"- true {s.label}, predicted {s.predicted}: {quote(s)}" for s in wrong),
-                "Hard negatives, misclassified although the classifier was confident "
-                "(true label, what it predicted, its confidence: text):",
-                *(
-                    f"- true {s.label}, predicted {s.predicted}, confidence {s.confidence:.2f}: {quote(s)}"
-                    for s in hard
-                ),
-                "</examples>",
-            ]
-            text = "\n".join(lines)
-            if len(text) <= self.max_prompt_chars or not (right or wrong or hard):
-                return text
-            longest = max((right, wrong, hard), key=len)
-            longest.pop()
+        """The shared part of every generation prompt of a step, trimmed to ``max_prompt_chars``."""
+        return generation_context(
+            request,
+            taxonomy=self._taxonomy,
+            example_chars=self.prompt_example_chars,
+            max_chars=self.max_prompt_chars,
+        )
 
     def generation_request(self, chunk: dict[str, int]) -> str:
         """The per-request part of a generation prompt: how many samples of which class."""
-        quotas = ", ".join(f'{k} labelled "{label}"' for label, k in chunk.items())
-        return GENERATE_REQUEST.format(n=sum(chunk.values()), quotas=quotas, words=self.max_sample_words)
+        return quota_prompt(chunk, words=self.max_sample_words)
 
-    def _chunks(self, quotas: dict[str, int]) -> Iterator[dict[str, int]]:
-        chunk: dict[str, int] = {}
-        room = self.samples_per_call
-        for label, wanted in quotas.items():
-            while wanted > 0:
-                take = min(wanted, room)
-                chunk[label] = chunk.get(label, 0) + take
-                wanted -= take
-                room -= take
-                if room == 0:
-                    yield chunk
-                    chunk, room = {}, self.samples_per_call
-        if chunk:
-            yield chunk
-
-    def _check_item(
-        self, item: Any, left: dict[str, int], prompt_index: NearDuplicateIndex, seen: NearDuplicateIndex
-    ) -> str | None:
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("text"), str)
-            or not isinstance(item.get("label"), str)
-        ):
-            return "invalid_json"
-        if item["label"] not in left:
-            return "bad_label"
-        problem = check_text(item["text"], max_chars=self.max_text_chars)
-        if problem is not None:
-            return problem
-        if item["text"] in prompt_index:
-            return "copy_of_prompt"
-        if item["text"] in seen:
-            return "duplicate"
-        if left[item["label"]] <= 0:
-            return "surplus"
-        return None
-
-    def _verify(self, candidates: list[Example]) -> Iterator[tuple[Example, str | None]]:
-        """Ask the teacher to label its own samples; keep those it labels as intended."""
-        for i, sample in enumerate(candidates):
-            if not self.verify_generated:
-                yield sample, None
-                continue
-            try:
-                # The check needs the label only (logprobs would triple a call's time on llama.cpp),
-                # and a fixed prompt prefix that the server can reuse from one sample to the next.
-                verdict = self._label_all([sample.text], logprobs=False, similar=False)[0]
-            except TeacherBudgetExceeded:
-                for rest in candidates[i:]:
-                    yield rest, "unverified"
-                return
-            yield sample, None if verdict.label == sample.label else "teacher_disagrees"
+    def _check_label(self, text: str) -> TeacherLabel:
+        # The check needs the label only (logprobs would triple a call's time on llama.cpp),
+        # and a fixed prompt prefix that the server can reuse from one sample to the next.
+        return self._label_all([text], logprobs=False, similar=False)[0]

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from pgkd.fingerprint import json_digest
-from pgkd.mining import (
+from pgkd.evaluation import (
     ScoredExample,
     ValidationReport,
     classes_of,
@@ -25,6 +24,7 @@ from pgkd.mining import (
     sample_examples,
     target_classes,
 )
+from pgkd.fingerprint import json_digest
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from pgkd.data import Example
-from pgkd.mining import ScoredExample
+from pgkd.evaluation import ScoredExample
 from pgkd.teacher.base import GenerationResult, TeacherLabel, TeacherUsage, check_labels, spread, unit_rows
 from pgkd.teacher.filters import normalise
 from pgkd.teacher.request import GenerationRequest

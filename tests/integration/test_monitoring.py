@@ -19,7 +19,8 @@ from pgkd.processes import free_port, tail, wait_port
 from pgkd.runner import load_splits
 from producers.replay import Replayer
 from streams import connect
-from streams.stack import Child, EmbeddedStack
+from streams.children import Child
+from streams.stack import EmbeddedStack
 from streams.topics import Topics
 from tests.integration.live import live_settings, metric
 

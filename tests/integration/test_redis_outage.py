@@ -10,7 +10,8 @@ import pytest
 
 from pgkd.runner import load_splits
 from producers.replay import Replayer
-from streams.stack import EmbeddedStack, start_redis
+from streams.children import start_redis
+from streams.stack import EmbeddedStack
 from streams.topics import Topics
 from tests.integration.live import answered, live_settings, metric
 

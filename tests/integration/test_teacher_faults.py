@@ -11,7 +11,7 @@ import time
 import pytest
 
 from pgkd.errors import TeacherError, TeacherRateLimited, TeacherResponseError, TeacherUnavailable
-from pgkd.mining import ScoredExample
+from pgkd.evaluation import ScoredExample
 from pgkd.processes import free_port
 from pgkd.runner import load_splits
 from pgkd.teacher.breaker import CircuitBreaker

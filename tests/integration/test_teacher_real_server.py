@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgkd.mining import ScoredExample
+from pgkd.evaluation import ScoredExample
 from pgkd.teacher.filters import near_duplicate, normalise
 from pgkd.teacher.openai_compat import OpenAICompatibleTeacher
 from pgkd.teacher.request import GenerationRequest

@@ -11,6 +11,7 @@ from pgkd.calibration import (
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
+    scale_logits,
     softmax,
 )
 from pgkd.errors import ModelError
@@ -64,7 +65,7 @@ def test_calibrating_a_student_keeps_its_labels_and_records_what_it_did(tiny_enc
     with pytest.raises(ModelError, match="labelled examples"):
         calibrate(student, [])
     with pytest.raises(ModelError, match="positive"):
-        student.scale_logits(0.0)
+        scale_logits(student, 0.0)
 
 
 def test_every_retrained_candidate_is_calibrated_and_says_so(tiny_encoder):

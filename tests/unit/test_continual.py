@@ -7,7 +7,7 @@ import time
 import pytest
 
 from pgkd.continual import Guidance, HardWindow, LiveQuality
-from pgkd.mining import ScoredExample, evaluate
+from pgkd.evaluation import ScoredExample, evaluate
 from pgkd.promotion import PromotionRule, RetrainSchedule, retrain
 from pgkd.student import Student, TrainConfig
 from tests.conftest import TOPICS, topic_examples

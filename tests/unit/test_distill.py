@@ -5,7 +5,8 @@ from collections import Counter
 import pytest
 
 from pgkd.data import Example, Splits
-from pgkd.distill import DistillConfig, distill, fingerprint
+from pgkd.distill import distill, fingerprint
+from pgkd.distill_records import DistillConfig
 from pgkd.errors import TeacherBudgetExceeded
 from pgkd.report import write_report
 from pgkd.student import Student, TrainConfig

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from consumers.feedback import Taxonomy
-from pgkd.registry import ModelRecord
+from pgkd.model_record import ModelRecord
 
 
 def test_feedback_follows_the_current_models_taxonomy():

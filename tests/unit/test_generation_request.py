@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pgkd.continual import Guidance
-from pgkd.mining import ScoredExample, evaluate
+from pgkd.evaluation import ScoredExample, evaluate
 from pgkd.teacher.request import GenerationRequest, generation_request
 
 LABELS = ["business", "politics", "sport", "tech"]

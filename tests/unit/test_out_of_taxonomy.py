@@ -10,7 +10,7 @@ from pgkd.errors import ModelError
 from pgkd.out_of_taxonomy import BANK_FILE, DetectorConfig, OutOfTaxonomy, fit_detector
 from pgkd.promotion import retrain
 from pgkd.registry import ModelRegistry
-from pgkd.serving import ModelSlot
+from pgkd.serving import ModelSlot, inference_copy
 from pgkd.student import Predictions, Student, TrainConfig
 from streams.events import HardEvent, Prediction, Request, decode
 from streams.topics import Topics
@@ -60,7 +60,7 @@ def test_a_student_carries_its_detector_through_save_load_and_int8(tiny_encoder,
     loaded = Student.load(out)
     assert loaded.fence is not None and loaded.fence.threshold == detector.threshold
     assert np.allclose(loaded.predict(texts).out_of_taxonomy, ours.out_of_taxonomy, atol=1e-5)
-    assert student.for_inference("int8").fence is detector
+    assert inference_copy(student, "int8").fence is detector
     assert student.clone().fence is None, "a retrained copy needs a detector of its own"
     (out / BANK_FILE).write_bytes((out / BANK_FILE).read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(ModelError, match="checksum mismatch"):

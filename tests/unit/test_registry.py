@@ -8,8 +8,9 @@ import uuid
 import pytest
 
 from pgkd.errors import ModelError
+from pgkd.model_fetch import fetch_model
 from pgkd.model_files import WEIGHTS_FILE
-from pgkd.registry import ModelRegistry, fetch_model
+from pgkd.registry import ModelRegistry
 from pgkd.student import Student
 from tests.conftest import TOPICS
 

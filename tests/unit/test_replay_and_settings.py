@@ -99,7 +99,7 @@ def test_a_service_gets_its_settings_as_one_file_only_its_owner_reads(tmp_path, 
     import stat
 
     from pgkd.settings import load_settings
-    from streams.stack import write_settings
+    from streams.settings_file import write_settings
 
     settings = StreamSettings(
         bootstrap_servers="k:9092",

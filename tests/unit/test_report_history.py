@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from pgkd.registry import ModelRecord
+from pgkd.model_record import ModelRecord
 from pgkd.report import plot_history
 
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from pgkd.retry import Backoff, log_retry
+from pgkd.retry import Backoff, Cooldown, log_retry
 
 
 def test_delays_double_up_to_the_cap():
@@ -42,3 +42,11 @@ def test_tenacity_waits_the_policys_delays_and_logs_each_retry(caplog):
         assert retrying(flaky) == "up"
     assert slept == policy.delays(3) == [0.5, 1.0, 1.5]
     assert "the call failed (ConnectionError('down')); retry 3 in 1.5 s" in caplog.text
+
+
+def test_a_cooldown_follows_the_policy_unless_the_failure_says_how_long():
+    cooldown = Cooldown(Backoff(initial=0.0, cap=0.0))
+    assert cooldown.failed() == 0.0 and not cooldown.waiting
+    assert cooldown.failed(retry_after=60.0) == 60.0 and cooldown.waiting and cooldown.failures == 2
+    cooldown.succeeded()
+    assert cooldown.failures == 0 and not cooldown.waiting

@@ -6,6 +6,7 @@ import torch
 
 from pgkd.calibration import calibrate
 from pgkd.errors import ModelError
+from pgkd.serving import inference_copy
 from pgkd.student import Student, TrainConfig
 from tests.conftest import TOPICS, topic_examples
 
@@ -146,8 +147,8 @@ def test_int8_inference_copy_predicts_like_the_original_and_refuses_training(tin
     train, val = data
     s = Student.create(LABELS, tiny_encoder, seed=1)
     s.fit(train, val, TrainConfig(mode="head", max_epochs=60, learning_rate=5e-2))
-    q = s.for_inference("int8")
-    assert s.for_inference("eager") is s
+    q = inference_copy(s, "int8")
+    assert inference_copy(s, "eager") is s
     assert q is not s and q.inference == "int8" and s.inference == "eager"
     kinds = {type(m) for m in q.model.base_model.modules()}
     assert torch.ao.nn.quantized.dynamic.Linear in kinds and torch.nn.Linear not in kinds
@@ -165,7 +166,7 @@ def test_int8_inference_copy_predicts_like_the_original_and_refuses_training(tin
     with pytest.raises(ModelError, match="int8"):
         q.save(tmp_path / "q")
     with pytest.raises(ModelError, match="inference mode"):
-        s.for_inference("fp4")  # type: ignore[arg-type]
+        inference_copy(s, "fp4")  # type: ignore[arg-type]
 
 
 def test_head_mode_refuses_a_natively_scored_student(tiny_encoder, data):
@@ -186,8 +187,8 @@ def test_successors_start_from_the_base_weights_with_a_fresh_head(tiny_encoder, 
         assert torch.equal(w, w0), name
     assert not torch.equal(full.model.classifier.weight, again.model.classifier.weight)
     head = base.successor("head")
-    assert head._features is base._features  # frozen encoder: the cache is shared
-    assert full._features is not base._features
+    assert head.features is base.features  # frozen encoder: the cache is shared
+    assert full.features is not base.features
 
 
 def test_rare_class_weighting_lifts_its_share_of_predictions(tiny_encoder):
@@ -249,6 +250,6 @@ def test_the_feature_memo_is_bounded_and_keeps_the_latest_texts(tiny_encoder, mo
     s = Student.create(LABELS, tiny_encoder).successor("head")
     texts = [f"text number {i} about the markets" for i in range(20)]
     first = s.encode(texts, cache=True)
-    assert s.feature_cache_size == 5 and set(s._features) == set(texts[-5:])
+    assert len(s.features) == 5 and all(t in s.features for t in texts[-5:])
     again = s.encode(texts, cache=True)  # evicted ones are computed again, and the same
     assert torch.allclose(first, again, atol=1e-6)

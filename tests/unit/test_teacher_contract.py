@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from pgkd.data import Example
-from pgkd.mining import ScoredExample
+from pgkd.evaluation import ScoredExample
 from pgkd.teacher.base import Teacher, TeacherLabel
 from pgkd.teacher.breaker import CircuitBreaker
 from pgkd.teacher.checks import CHECKS, ContractCase, check_label_answers_each_text_in_order

@@ -28,9 +28,11 @@ from pgkd.errors import (
     TeacherResponseError,
     TeacherUnavailable,
 )
-from pgkd.mining import ScoredExample
+from pgkd.evaluation import ScoredExample
+from pgkd.teacher.answers import parse_samples
 from pgkd.teacher.base import TeacherBudget, TeacherLabel, spread
-from pgkd.teacher.openai_compat import OpenAICompatibleTeacher, as_data, parse_samples
+from pgkd.teacher.openai_compat import OpenAICompatibleTeacher
+from pgkd.teacher.prompts import as_data
 from pgkd.teacher.request import GenerationRequest
 
 LABELS = ("business", "politics", "sport", "tech")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pgkd.data import Example
-from pgkd.mining import ScoredExample
+from pgkd.evaluation import ScoredExample
 from pgkd.teacher.request import GenerationRequest
 from pgkd.teacher.simulated import SimulatedTeacher
 

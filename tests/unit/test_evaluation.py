@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pgkd.data import Example
-from pgkd.mining import (
+from pgkd.evaluation import (
     ScoredExample,
     evaluate,
     hard_negatives,

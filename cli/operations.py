@@ -1,0 +1,151 @@
+"""Operating and inspecting a running system: ``rollback`` and ``release`` of the served model,
+``versions`` and ``report`` of the registry, ``replay`` of a dataset's traffic and ``classify`` of
+one text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.options import ConfigOpt, stream_settings
+from pgkd.cli import Opt, app, console, library_errors
+from pgkd.errors import PGKDError
+
+
+@app.command()
+def rollback(
+    version: Annotated[str, typer.Argument(help="a version in the registry, e.g. v0003")],
+    hold: Annotated[
+        bool, Opt(help="hold automatic promotion until `pgkd release` (--no-hold lets the trainer go on)")
+    ] = True,
+    config: ConfigOpt = None,
+) -> None:
+    """Make an earlier model version current again in the registry and in every serving worker."""
+    from consumers.model_updates import rollback as roll_back
+
+    settings = stream_settings(config)
+    with library_errors():
+        record = roll_back(settings, version, hold=hold)
+    console.print(f"rolled back to {record.version} ({record.uri})")
+    if hold:
+        console.print("automatic promotion is held: run `pgkd release` to let the trainer promote again")
+
+
+@app.command()
+def release(config: ConfigOpt = None) -> None:
+    """Let the trainer promote again after a held rollback."""
+    from consumers.model_updates import release as release_hold
+
+    settings = stream_settings(config)
+    with library_errors():
+        hold = release_hold(settings)
+    console.print("no hold to lift" if hold is None else f"hold lifted ({hold['reason']})")
+
+
+@app.command()
+def versions(config: ConfigOpt = None) -> None:
+    """List the registry's model versions with their metrics and lineage."""
+    from streams.connect import registry
+
+    settings = stream_settings(config)
+    reg = registry(settings)
+    current = reg.current()
+    table = Table("version", "parent", "val macro-F1", "test acc", "train size", "teacher $", "note", "")
+    for r in reg.versions():
+        val, test = r.metric("macro_f1"), r.metric("accuracy", "test")
+        table.add_row(
+            r.version,
+            r.parent_version or "-",
+            "-" if val is None else f"{val:.3f}",
+            "-" if test is None else f"{test:.3f}",
+            str(r.train_size),
+            f"{r.teacher_cost_since_parent:.4f}",
+            r.note,
+            "current" if current and current.version == r.version else "",
+        )
+    console.print(table)
+
+
+@app.command()
+def report(
+    out: Annotated[Path, Opt(help="where to write the PNG")] = Path("runs/history.png"),
+    config: ConfigOpt = None,
+) -> None:
+    """Plot the live system's history from the registry: scores of every version, rejected
+    candidates, promotions and the teacher's cumulative cost."""
+    import redis
+
+    from pgkd.registry import ModelRegistry
+    from pgkd.report import plot_history
+    from streams.connect import redis_client
+
+    settings = stream_settings(config)
+    try:
+        client = redis_client(settings, socket_connect_timeout=2.0)
+        client.ping()
+    except redis.RedisError:
+        client = None  # storage alone still has every version; rejected candidates need Redis
+    registry = ModelRegistry(settings.registry_uri, redis=client, namespace=settings.namespace)
+    with library_errors():
+        records = registry.versions()
+        if not records:
+            raise PGKDError(f"no model version in {settings.registry_uri} (namespace {settings.namespace})")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        plot_history(records, registry.decisions(1000), out)
+    console.print(f"wrote {out} ({len(records)} versions)")
+
+
+@app.command()
+def replay(
+    dataset: Annotated[str | None, Opt(help="bbc, wordnet, foldoc or a CSV/JSONL path")] = None,
+    rate: Annotated[float, Opt(help="requests per second (0: as fast as possible)")] = 0.0,
+    feedback: Annotated[float, Opt(help="fraction of requests that get delayed ground truth")] = 0.3,
+    feedback_delay: Annotated[float, Opt(help="seconds until the ground truth arrives")] = 5.0,
+    limit: Annotated[int | None, Opt(help="replay only this many requests")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Replay a dataset's traffic pool as requests (and delayed feedback) to a running system."""
+    from pgkd.runner import load_splits
+    from producers.replay import Replayer
+    from streams.connect import producer
+    from streams.topics import Topics
+
+    settings = stream_settings(config, dataset=dataset)
+    with library_errors():
+        splits = load_splits(settings)
+        traffic = splits.traffic[:limit] if limit else splits.traffic
+        replayer = Replayer(
+            producer(settings),
+            Topics(settings.namespace),
+            rate=rate or None,
+            feedback_fraction=feedback,
+            feedback_delay=feedback_delay,
+            seed=settings.seed,
+        )
+        report = replayer.run(traffic)
+    console.print(
+        f"sent {len(report.ids)} requests and {len(report.feedback)} feedbacks in {report.seconds:.1f} s "
+        f"({len(report.ids) / report.seconds:.1f}/s)"
+    )
+
+
+@app.command()
+def classify(
+    text: Annotated[str, typer.Argument(help="the text to classify")],
+    timeout: Annotated[float, Opt(help="seconds to wait for the prediction")] = 60.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Publish one request to a running system and print its prediction."""
+    from producers.client import classify as send_and_wait
+
+    settings = stream_settings(config)
+    try:
+        prediction = send_and_wait(settings, text, timeout=timeout)
+    except TimeoutError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print_json(prediction.model_dump_json())
