@@ -1,6 +1,6 @@
 """Which embedded teacher model? Speed and zero-shot accuracy of each installed candidate on BBC headlines.
 
-For every model in ``pgkd.teacher.local.MODELS`` whose packages are installed: start the local server,
+For every model in ``pgkd.teacher.models.MODELS`` whose packages are installed: start the local server,
 label a seeded stratified sample of BBC News headlines with a JSON-schema constrained prompt, and record
 startup time, seconds per call, accuracy and the server's memory.
 
@@ -21,7 +21,8 @@ from typing import Any
 import openai
 
 from pgkd.errors import LocalTeacherError
-from pgkd.teacher.local import MODELS, LocalTeacherServer, resolve_model
+from pgkd.teacher.local import LocalTeacherServer
+from pgkd.teacher.models import MODELS, resolve_model
 
 SEED = 13
 # One user turn, no system message: Gemma's chat format drops system messages.

@@ -8,6 +8,7 @@ imports the broker-facing packages. Every option can also come from the environm
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pgkd.errors import ConfigError, PGKDError
+from pgkd.errors import ConfigError, LocalTeacherError, PGKDError
 from pgkd.settings import S, Settings, load_settings
 
 app = typer.Typer(
@@ -179,16 +180,45 @@ def teacher_serve(
     ctx: Annotated[int, Opt(help="context window in tokens (PGKD prompts need about 4k)")] = 8192,
 ) -> None:
     """Serve the embedded local teacher until Ctrl-C. Point any OpenAI client at http://HOST:PORT/v1."""
-    from pgkd.teacher.local import DEFAULT_LOCAL_MODEL, serve
+    from pgkd.processes import tail
+    from pgkd.teacher.local import LocalTeacherServer
+    from pgkd.teacher.models import DEFAULT_LOCAL_MODEL
 
-    with library_errors():
-        serve(model or DEFAULT_LOCAL_MODEL, host=host, port=port, n_threads=threads, n_ctx=ctx)
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGINT too: a shell starts background jobs with it ignored. Binding anything but loopback
+    # exposes an unauthenticated LLM to the network; that is the operator's call.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with (
+            library_errors(),
+            LocalTeacherServer(
+                model or DEFAULT_LOCAL_MODEL, host=host, port=port, n_threads=threads, n_ctx=ctx
+            ) as server,
+        ):
+            typer.echo(
+                f"local teacher ready in {server.startup_s:.1f}s: base_url={server.base_url} "
+                f"model={server.model} pid={server.pid} log={server.log_path}"
+            )
+            typer.echo("press Ctrl-C to stop")
+            while server.running:
+                time.sleep(0.5)
+            raise LocalTeacherError(
+                f"the local teacher server exited unexpectedly. Last lines of {server.log_path}:\n"
+                f"{tail(server.log_path) if server.log_path else ''}"
+            )
+    except KeyboardInterrupt:
+        typer.echo("local teacher stopped")
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @teacher_app.command("models")
 def teacher_models() -> None:
     """List the local teacher models that ship as PyPI packages, and whether each is installed."""
-    from pgkd.teacher.local import DEFAULT_LOCAL_MODEL, MODELS, locate_part
+    from pgkd.teacher.models import DEFAULT_LOCAL_MODEL, MODELS, locate_part
 
     table = Table("key", "model", "installed", "default")
     for key, m in MODELS.items():

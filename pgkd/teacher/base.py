@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,6 +25,9 @@ from pgkd.data import Example
 from pgkd.errors import TeacherBudgetExceeded
 from pgkd.fingerprint import json_digest
 from pgkd.teacher.request import GenerationRequest
+
+# Texts -> one embedding row each: how a teacher finds the examples nearest a text.
+Embed = Callable[[Sequence[str]], np.ndarray]
 
 
 @dataclass(frozen=True, slots=True)

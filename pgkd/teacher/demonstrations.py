@@ -14,14 +14,12 @@ class-balanced sample that every text shares.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from pgkd.data import Example
-from pgkd.teacher.base import unit_rows
-
-Embed = Callable[[Sequence[str]], np.ndarray]
+from pgkd.teacher.base import Embed, unit_rows
 
 
 class Demonstrations:

@@ -27,31 +27,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Self
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from pgkd.errors import LocalTeacherError
 from pgkd.processes import die_with_parent, free_port, tail
-
-# The model catalogue, re-exported so that ``from pgkd.teacher.local import MODELS, ...`` keeps working.
-# The functions read each other from pgkd.teacher.models: patch them there, not here.
-from pgkd.teacher.models import (
-    DEFAULT_CACHE_DIR,
-    DEFAULT_LOCAL_MODEL,
-    MODELS,
-    resolve_model,
-)
-from pgkd.teacher.models import LocalModel as LocalModel
-from pgkd.teacher.models import ModelPart as ModelPart
-from pgkd.teacher.models import locate_part as locate_part
+from pgkd.teacher.models import DEFAULT_CACHE_DIR, DEFAULT_LOCAL_MODEL, MODELS, resolve_model
 
 LLAMA_CPP_REQUIREMENT = "llama-cpp-python[server]==0.3.36"
 
@@ -303,49 +290,3 @@ class LocalTeacherServer:
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(Exception):
                 proc.kill()
-
-
-def serve(
-    model: str | os.PathLike[str] = DEFAULT_LOCAL_MODEL,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    n_threads: int | None = None,
-    n_ctx: int = 2048,
-    *,
-    log_path: Path | None = None,
-    echo: Callable[[str], None] = print,
-) -> None:
-    """Run the local teacher in the foreground until Ctrl-C or SIGTERM (``pgkd teacher serve``).
-
-    Binding anything but loopback exposes an unauthenticated LLM to the network; that is the caller's call.
-    """
-
-    def on_signal(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    # Only the main thread may set handlers. SIGINT too: a shell starts background jobs with it ignored.
-    in_main = threading.current_thread() is threading.main_thread()
-    previous: dict[signal.Signals, Any] = {}
-    if in_main:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, on_signal)
-    try:
-        with LocalTeacherServer(
-            model, host=host, port=port, n_threads=n_threads, n_ctx=n_ctx, log_path=log_path
-        ) as server:
-            echo(
-                f"local teacher ready in {server.startup_s:.1f}s: base_url={server.base_url} "
-                f"model={server.model} pid={server.pid} log={server.log_path}"
-            )
-            echo("press Ctrl-C to stop")
-            while server.running:
-                time.sleep(0.5)
-            raise LocalTeacherError(
-                f"the local teacher server exited unexpectedly. Last lines of {server.log_path}:\n"
-                f"{tail(server.log_path) if server.log_path else ''}"
-            )
-    except KeyboardInterrupt:
-        echo("local teacher stopped")
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

@@ -39,6 +39,7 @@ from pgkd.data import Example
 from pgkd.teacher.answers import label_confidence, loads_object
 from pgkd.teacher.base import (
     UNLIMITED,
+    Embed,
     GenerationResult,
     TeacherBudget,
     TeacherLabel,
@@ -46,7 +47,7 @@ from pgkd.teacher.base import (
     check_labels,
     spread,
 )
-from pgkd.teacher.demonstrations import Demonstrations, Embed
+from pgkd.teacher.demonstrations import Demonstrations
 from pgkd.teacher.endpoint import ChatEndpoint, StructuredOutput
 from pgkd.teacher.generation import GenerationStep, generation_context, quota_chunks, quota_prompt
 from pgkd.teacher.prompts import GENERATE_SYSTEM, LABEL_SYSTEM, as_data, label_schema, samples_schema

@@ -15,17 +15,23 @@ name is ``"simulated"`` in every report.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from pgkd.data import Example
 from pgkd.evaluation import ScoredExample
-from pgkd.teacher.base import GenerationResult, TeacherLabel, TeacherUsage, check_labels, spread, unit_rows
+from pgkd.teacher.base import (
+    Embed,
+    GenerationResult,
+    TeacherLabel,
+    TeacherUsage,
+    check_labels,
+    spread,
+    unit_rows,
+)
 from pgkd.teacher.filters import normalise
 from pgkd.teacher.request import GenerationRequest
-
-Embed = Callable[[Sequence[str]], np.ndarray]
 
 
 class SimulatedTeacher:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pgkd.teacher.local import DEFAULT_LOCAL_MODEL, LocalTeacherServer
+from pgkd.teacher.local import LocalTeacherServer
+from pgkd.teacher.models import DEFAULT_LOCAL_MODEL
 from tests.integration.live import KafkaClients
 
 HERE = Path(__file__).resolve().parent

@@ -8,7 +8,8 @@ import os
 import openai
 import pytest
 
-from pgkd.teacher.local import DEFAULT_LOCAL_MODEL, LocalTeacherServer
+from pgkd.teacher.local import LocalTeacherServer
+from pgkd.teacher.models import DEFAULT_LOCAL_MODEL
 
 LABELS = ["sport", "politics", "technology"]
 SCHEMA = {

@@ -14,16 +14,10 @@ from pathlib import Path
 import pytest
 
 from pgkd.errors import LocalTeacherError
+from pgkd.processes import free_port
 from pgkd.teacher import local, models
-from pgkd.teacher.local import (
-    DEFAULT_LOCAL_MODEL,
-    MODELS,
-    LocalModel,
-    LocalTeacherServer,
-    ModelPart,
-    free_port,
-    resolve_model,
-)
+from pgkd.teacher.local import LocalTeacherServer
+from pgkd.teacher.models import DEFAULT_LOCAL_MODEL, MODELS, LocalModel, ModelPart, resolve_model
 
 CHUNKS = [b"GGUF" + b"a" * 1000, b"b" * 777, b"c" * 5]
 PAYLOAD = b"".join(CHUNKS)
@@ -228,7 +222,7 @@ def test_registry_describes_the_default_model():
 
 
 def test_locate_part_of_a_distribution_that_is_not_installed():
-    assert local.locate_part(ModelPart("pgkd-no-such-dist==1.0", "x/y.bin")) is None
+    assert models.locate_part(ModelPart("pgkd-no-such-dist==1.0", "x/y.bin")) is None
 
 
 def test_free_port_can_be_bound():
