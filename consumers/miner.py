@@ -22,12 +22,12 @@ from pgkd.errors import TeacherError
 from pgkd.evaluation import ScoredExample
 from pgkd.feedback import FeedbackJoin
 from pgkd.registry import ModelRegistry
-from pgkd.retry import Backoff, Cooldown
+from pgkd.retry import Backoff, Cooldown, retry_after
 from pgkd.teacher.base import prompt_hash
 from pgkd.teacher.breaker import CircuitBreaker
 from pgkd.teacher.request import GenerationRequest
 from pgkd.teacher.shared import SharedTeacher
-from pgkd.teacher_jobs import Generation, JobPlanner, Labelling, retry_after
+from pgkd.teacher_jobs import Generation, JobPlanner, Labelling
 from streams import metrics
 from streams.events import DriftEvent, HardEvent, Sample
 from streams.settings import StreamSettings

@@ -55,7 +55,7 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
         max_text_chars=settings.join_max_text_chars,
     )
     miner = Miner(settings, shared, connect.registry(settings, redis), splits, breaker, join)
-    metrics.CACHE_ENTRIES.labels(cache="features").set_function(lambda: len(embedder.features))
+    metrics.CACHE_ENTRIES.labels(cache="features").set_function(lambda: len(embedder.feature_cache))
     metrics.CACHE_ENTRIES.labels(cache="hard_window").set_function(lambda: miner.jobs.window.held)
     metrics.CACHE_ENTRIES.labels(cache="label_queue").set_function(lambda: len(miner.jobs.to_label))
     send = runtime.faust_sender(app, topics.samples, topics.dead_letter)

@@ -16,18 +16,20 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 from kafka import TopicPartition
 
 from pgkd.model_record import ModelRecord
 from pgkd.retry import Backoff
-from pgkd.serving import ModelSlot
 from streams import connect, metrics
 from streams.events import EventDecodeError, ModelUpdate, decode
 from streams.settings import StreamSettings
 from streams.topics import Topics
+
+if TYPE_CHECKING:  # the worker's model slot, only as a type: no torch import for an announcement
+    from pgkd.serving import ModelSlot
 
 # The watcher runs inside serving workers: its lines are the serving service's.
 log = logging.getLogger("pgkd.serving")

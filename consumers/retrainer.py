@@ -30,7 +30,7 @@ from pgkd.retrain_round import (
     TrainingPool,
     make_current,
     promotion_record,
-    publish,
+    store_candidate,
     train_candidate,
 )
 from pgkd.runner import data_lineage, detector_config, train_config
@@ -213,7 +213,7 @@ class Retrainer:
             reason, detail = judged.decision.reason, judged.detail()
             record = self.promote(candidate, reason=reason, parent=current, samples=samples, detail=detail)
             if record is None:  # an operator's hold came in while the candidate was being stored
-                judged = judged.held(self.registry.held())
+                judged = judged.turned_down(self.registry.held())
         outcome = judged.outcome(record.version if record else None)
         if record is not None:
             metrics.TRAIN_RUNS.labels(outcome="promoted").inc()
@@ -241,7 +241,7 @@ class Retrainer:
         operator's hold stopped it after it was stored."""
         usage = shared_usage(self.redis, self.settings.namespace)
         seed_size, teacher = len(self.splits.train), self.settings.teacher
-        record = publish(
+        record = store_candidate(
             self.registry,
             candidate,
             reason=reason,

@@ -229,7 +229,7 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, ModelSlot, U
 
     def served_features() -> int:
         current = slot.current
-        return len(current.student.features) if current is not None else 0
+        return len(current.student.feature_cache) if current is not None else 0
 
     metrics.CACHE_ENTRIES.labels(cache="features").set_function(served_features)
     metrics.CACHE_ENTRIES.labels(cache="refused_versions").set_function(lambda: len(watcher.refused))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -189,7 +190,10 @@ def teacher_serve(
 
     # SIGINT too: a shell starts background jobs with it ignored. Binding anything but loopback
     # exposes an unauthenticated LLM to the network; that is the operator's call.
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # Only the main thread may set handlers (an embedding program may call this from another).
+    in_main = threading.current_thread() is threading.main_thread()
+    signals = (signal.SIGTERM, signal.SIGINT) if in_main else ()
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
     try:
         with (
             library_errors(),

@@ -7,7 +7,7 @@ trains on, whether it replaces the current model, and what the registry keeps of
 * :class:`RoundJudge` compares the candidate with the current model (the
   :class:`~pgkd.promotion.PromotionRule` on the paired macro-F1 difference) under an operator's
   hold, into a :class:`RetrainRound` whose :meth:`~RetrainRound.outcome` is the decision record;
-* :func:`publish` stores a candidate as the registry's next version, :func:`make_current` makes it
+* :func:`store_candidate` stores a candidate as the registry's next version, :func:`make_current` makes it
   current unless a hold stops it, and :func:`promotion_record` is the decision record it leaves.
 
 The trainer service (:mod:`consumers.trainer`, its worker :mod:`consumers.retrainer`) adds the
@@ -116,7 +116,7 @@ def train_candidate(
     return candidate
 
 
-def held(decision: Decision, hold: dict[str, Any] | None) -> Decision:
+def turned_down(decision: Decision, hold: dict[str, Any] | None) -> Decision:
     """``decision`` turned down by an operator's ``hold`` (:meth:`~pgkd.registry.ModelRegistry.held`)."""
     reason = f"held: {(hold or {}).get('reason', 'an operator hold')}"
     return replace(decision, promote=False, reason=reason, check="held")
@@ -145,9 +145,9 @@ class RetrainRound:
     def current_validation(self) -> dict[str, Any] | None:
         return self.current.metrics.get("validation") if self.current else None
 
-    def held(self, hold: dict[str, Any] | None) -> RetrainRound:
+    def turned_down(self, hold: dict[str, Any] | None) -> RetrainRound:
         """The round with its decision turned down by an operator's ``hold``."""
-        return replace(self, decision=held(self.decision, hold))
+        return replace(self, decision=turned_down(self.decision, hold))
 
     def outcome(self, version: str | None = None) -> dict[str, Any]:
         """The decision record (:meth:`~pgkd.registry.ModelRegistry.record_decision`); ``version``
@@ -219,12 +219,12 @@ class RoundJudge:
         validation = current.metrics.get("validation") if current else None
         decision = self.rule.decide(candidate.validation.summary(), validation, difference)
         if hold is not None and decision.promote:
-            decision = held(decision, hold)
+            decision = turned_down(decision, hold)
         trusted, gate = teacher
         return RetrainRound(decision, current, difference, samples, self.seed_size, trusted, gate, now)
 
 
-def publish(
+def store_candidate(
     registry: ModelRegistry,
     candidate: Candidate,
     *,

@@ -3,7 +3,8 @@
 :class:`Backoff` is the policy (exponential, doubling from ``initial`` up to ``cap``); the loops
 themselves are tenacity's (``Retrying``/``AsyncRetrying``), given the policy's :meth:`Backoff.wait`,
 so a delay means the same thing in the services, the stack and the library. A loop that must not
-block while it waits (a service that goes on consuming) keeps a :class:`Cooldown` instead.
+block while it waits (a service that goes on consuming) keeps a :class:`Cooldown` instead, and
+:func:`retry_after` reads how long a teacher's failure asks it to wait.
 
 >>> Backoff(initial=0.5, cap=4).delays(6)
 [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tenacity import RetryCallState, wait_exponential
+
+from pgkd.errors import TeacherBudgetExceeded, TeacherRateLimited
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,20 @@ def log_retry(
         log.log(level, "%s failed (%r); retry %d in %.1f s", what, error, state.attempt_number, wait)
 
     return before_sleep
+
+
+def retry_after(error: Exception, now: float | None = None) -> float | None:
+    """How long a teacher failure asks to be left alone: a 429's wait, the rest of the hour for a
+    spent hourly budget; None where it does not say (the caller's backoff decides).
+
+    >>> retry_after(TeacherBudgetExceeded("spent", "calls"), now=7800.0)
+    3000.0
+    >>> retry_after(TeacherRateLimited("429", retry_after=12.0)), retry_after(ConnectionError())
+    (12.0, None)
+    """
+    if isinstance(error, TeacherRateLimited):
+        return error.retry_after
+    if isinstance(error, TeacherBudgetExceeded):
+        now = time.time() if now is None else now
+        return 3600 - now % 3600  # the hourly budget renews on the hour
+    return None

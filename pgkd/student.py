@@ -31,10 +31,9 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers import logging as hf_logging
 
-from pgkd import training
 from pgkd.data import Example
 from pgkd.errors import ModelError
-from pgkd.features import FEATURE_CACHE_SIZE, FeatureCache
+from pgkd.features import FeatureCache
 from pgkd.model_files import (
     Pooling,
     StudentMetadata,
@@ -53,6 +52,7 @@ from pgkd.training import (
     TrainMode,
     resolve_device,
 )
+from pgkd.training import fit as training_loop
 
 Inference = Literal["eager", "int8"]
 
@@ -94,7 +94,7 @@ class Student:
         self.metadata = metadata
         self.labels: tuple[str, ...] = tuple(metadata.labels)
         self._label_index = {c: i for i, c in enumerate(self.labels)}
-        self.features = FeatureCache(FEATURE_CACHE_SIZE)  # head mode and embeddings: see encode()
+        self.feature_cache = FeatureCache()  # head mode and embeddings: see encode()
         self.inference: Inference = "eager"
         self.fence: OutOfTaxonomy | None = None  # scores how far a text is from every class
 
@@ -180,7 +180,7 @@ class Student:
             None,
         )
         twin = Student(copy.deepcopy(self.model), self.tokenizer, meta, self._device_choice)
-        twin.features = self.features
+        twin.feature_cache = self.feature_cache
         return twin
 
     def successor(self, mode: TrainMode, *, seed: int = 0) -> Student:
@@ -285,7 +285,7 @@ class Student:
         (head-mode training) and the pooling does not change."""
         how = pooling or ("mean" if self.pooling == "native" else self.pooling)
         cache = cache and how == ("mean" if self.pooling == "native" else self.pooling)
-        out = self.features.get(texts) if cache else [None] * len(texts)
+        out = self.feature_cache.get(texts) if cache else [None] * len(texts)
         todo = [i for i, f in enumerate(out) if f is None]
         # Sorting by length keeps padding, and so wasted compute, small within each batch.
         todo.sort(key=lambda i: len(texts[i]))
@@ -297,7 +297,7 @@ class Student:
                 for i, f in zip(idx, feats, strict=True):
                     out[i] = f
                 if cache:
-                    self.features.put([texts[i] for i in idx], list(feats))
+                    self.feature_cache.put([texts[i] for i in idx], list(feats))
         return torch.stack([f for f in out if f is not None]) if out else torch.zeros(0)
 
     # -- training ---------------------------------------------------------------------------------
@@ -312,7 +312,7 @@ class Student:
     ) -> FitResult:
         """Train in place, early-stopping on validation loss; the best epoch's weights are kept
         (the loop: :func:`pgkd.training.fit`)."""
-        return training.fit(self, train, validation, config, on_epoch=on_epoch)
+        return training_loop(self, train, validation, config, on_epoch=on_epoch)
 
     def check_trainable(self, action: str) -> None:
         """Refuse to train or save an inference copy (int8 weights cannot be written back)."""
@@ -325,7 +325,7 @@ class Student:
 
     def forget_features(self) -> None:
         """Drop the memoised features: the encoder is about to change, so they would be stale."""
-        self.features = FeatureCache(FEATURE_CACHE_SIZE)
+        self.feature_cache = FeatureCache()
 
     def label_ids(self, examples: Sequence[Example]) -> torch.Tensor:
         return torch.tensor([self._label_index[e.label] for e in examples], device=self.device)
@@ -334,7 +334,7 @@ class Student:
         tokens = self.tokenizer(list(texts), truncation=True, max_length=self.metadata.max_length)
         return [len(t) for t in tokens["input_ids"]]
 
-    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+    def train_logits(self, texts: Sequence[str]) -> torch.Tensor:
         """Class scores with gradients (a training step), by this student's pooling."""
         if self.pooling == "native":
             return self.model(**self._tokenize(texts)).logits  # type: ignore[no-any-return]

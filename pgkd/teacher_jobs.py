@@ -1,11 +1,12 @@
 """The live teacher's next job, planned without a broker: a PGKD generation when enough hard
 negatives (or a drift) wait, otherwise a batch of low-confidence texts to label.
 
-The mining service (:mod:`consumers.mining`) feeds a :class:`JobPlanner` with live traffic, asks it
+The mining worker (:class:`consumers.miner.Miner`) feeds a :class:`JobPlanner` with live traffic, asks it
 for the next job, runs that job on the teacher and, when the teacher fails, calls the job's
-``undo`` to put its work back and waits as long as :func:`retry_after` says.
+``undo`` to put its work back and waits as long as :func:`pgkd.retry.retry_after` says.
 
->>> planner = JobPlanner(HardWindow(min_hard=1), label_queue=2, label_batch=8)
+>>> planner = JobPlanner(HardWindow(min_hard=1), label_queue=2, label_batch=8, samples_per_step=32,
+...                      prompt_examples=16, target_classes=10)
 >>> planner.queue("a"), planner.queue("b"), planner.queue("c")
 (False, False, True)
 >>> job = planner.next(None)
@@ -17,14 +18,12 @@ for the next job, runs that job on the teacher and, when the teacher fails, call
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
 from pgkd.continual import Guidance, HardWindow
-from pgkd.errors import TeacherBudgetExceeded, TeacherRateLimited
 from pgkd.teacher.request import GenerationRequest, generation_request
 
 T = TypeVar("T")  # a text waiting for its label, kept as the caller's event for provenance
@@ -62,9 +61,9 @@ class JobPlanner(Generic[T]):
         *,
         label_queue: int,
         label_batch: int,
-        samples_per_step: int = 32,
-        prompt_examples: int = 16,
-        target_classes: int = 10,
+        samples_per_step: int,
+        prompt_examples: int,
+        target_classes: int,
         seed: int = 0,
         exclude: Collection[str] = (),
     ) -> None:
@@ -122,20 +121,3 @@ class JobPlanner(Generic[T]):
             batch = [self.to_label.popleft() for _ in range(min(self.label_batch, len(self.to_label)))]
             return Labelling(batch, lambda: self.to_label.extendleft(reversed(batch)))
         return None
-
-
-def retry_after(error: Exception, now: float | None = None) -> float | None:
-    """How long a teacher failure asks to be left alone: a 429's wait, the rest of the hour for a
-    spent hourly budget; None where it does not say (the caller's backoff decides).
-
-    >>> retry_after(TeacherBudgetExceeded("spent", "calls"), now=7800.0)
-    3000.0
-    >>> retry_after(TeacherRateLimited("429", retry_after=12.0)), retry_after(ConnectionError())
-    (12.0, None)
-    """
-    if isinstance(error, TeacherRateLimited):
-        return error.retry_after
-    if isinstance(error, TeacherBudgetExceeded):
-        now = time.time() if now is None else now
-        return 3600 - now % 3600  # the hourly budget renews on the hour
-    return None

@@ -250,7 +250,7 @@ def fit(
             if head:
                 logits = student.head_logits(x_train[batch])
             else:
-                logits = student.forward([train[i].text for i in batch])
+                logits = student.train_logits([train[i].text for i in batch])
             loss = loss_fn(logits, y_train[batch])
             optimiser.zero_grad()
             loss.backward()

@@ -144,7 +144,6 @@ class OpenAICompatibleTeacher:
         )
         self.name, self.model, self.base_url = self.endpoint.name, model, self.endpoint.base_url
         self._chat = self.endpoint.chat
-        self.shots = shots
         self.verify_generated = verify_generated
         self.max_text_chars = max_text_chars
         self.temperature = temperature
@@ -266,7 +265,10 @@ class OpenAICompatibleTeacher:
             response = self._chat(
                 [
                     {"role": "system", "content": GENERATE_SYSTEM},
-                    {"role": "user", "content": context + "\n\n" + self.generation_request(chunk)},
+                    {
+                        "role": "user",
+                        "content": context + "\n\n" + quota_prompt(chunk, words=self.max_sample_words),
+                    },
                 ],
                 schema_name="samples",
                 schema=samples_schema(list(chunk), k),
@@ -288,10 +290,6 @@ class OpenAICompatibleTeacher:
             example_chars=self.prompt_example_chars,
             max_chars=self.max_prompt_chars,
         )
-
-    def generation_request(self, chunk: dict[str, int]) -> str:
-        """The per-request part of a generation prompt: how many samples of which class."""
-        return quota_prompt(chunk, words=self.max_sample_words)
 
     def _check_label(self, text: str) -> TeacherLabel:
         # The check needs the label only (logprobs would triple a call's time on llama.cpp),

@@ -17,11 +17,11 @@ from pgkd.registry import ModelRegistry
 from pgkd.retrain_round import (
     RoundJudge,
     TrainingPool,
-    held,
     make_current,
     promotion_record,
-    publish,
+    store_candidate,
     train_candidate,
+    turned_down,
 )
 from pgkd.samples import Sample
 from pgkd.student import Student
@@ -202,9 +202,9 @@ def test_an_operators_hold_turns_a_promotion_down_but_leaves_a_rejection_as_it_w
     assert worse.decision.check == "metric"
     # A hold that came in while the candidate was stored, then vanished: a reason all the same.
     promoted = judge().decide(candidate(0), record, guidance, None, samples=[], teacher=(True, ""), now=5.0)
-    late = promoted.held(None)
+    late = promoted.turned_down(None)
     assert late.outcome() == {**promoted.outcome(), "promoted": False, "reason": "held: an operator hold"}
-    assert late.decision == held(promoted.decision, None) and late.decision.check == "held"
+    assert late.decision == turned_down(promoted.decision, None) and late.decision.check == "held"
 
 
 def test_an_uncertain_lift_is_not_promoted():
@@ -229,7 +229,7 @@ def test_publish_make_current_and_the_promotion_record(tmp_path, tiny_encoder):
     registry = ModelRegistry(tmp_path / "registry")
     usage = {"calls": 10.0, "tokens": 900.0, "cost": 0.5}
     first = candidate(3, Student.create(LABELS, tiny_encoder))
-    seed = publish(
+    seed = store_candidate(
         registry, first, reason="seed", parent=None, samples=[], seed_size=15, teacher="sim", usage=usage
     )
     assert make_current(registry, seed, None) is None and registry.current().version == seed.version
@@ -238,7 +238,7 @@ def test_publish_make_current_and_the_promotion_record(tmp_path, tiny_encoder):
     trained = [sample("a"), sample("b", source="teacher_generated"), sample("c", source="teacher_generated")]
     more = {"calls": 25.0, "tokens": 2000.0, "cost": 1.25}
     second = candidate(0, first.student.clone())
-    record = publish(
+    record = store_candidate(
         registry,
         second,
         reason="better",

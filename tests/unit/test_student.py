@@ -6,6 +6,7 @@ import torch
 
 from pgkd.calibration import calibrate
 from pgkd.errors import ModelError
+from pgkd.features import FeatureCache
 from pgkd.serving import inference_copy
 from pgkd.student import Student, TrainConfig
 from tests.conftest import TOPICS, topic_examples
@@ -187,8 +188,8 @@ def test_successors_start_from_the_base_weights_with_a_fresh_head(tiny_encoder, 
         assert torch.equal(w, w0), name
     assert not torch.equal(full.model.classifier.weight, again.model.classifier.weight)
     head = base.successor("head")
-    assert head.features is base.features  # frozen encoder: the cache is shared
-    assert full.features is not base.features
+    assert head.feature_cache is base.feature_cache  # frozen encoder: the cache is shared
+    assert full.feature_cache is not base.feature_cache
 
 
 def test_rare_class_weighting_lifts_its_share_of_predictions(tiny_encoder):
@@ -243,13 +244,11 @@ def test_a_head_mode_student_is_refused_by_transformers_and_loads_in_pgkd(tiny_e
     assert "pgkd.Student.load" in (out / "README.md").read_text()
 
 
-def test_the_feature_memo_is_bounded_and_keeps_the_latest_texts(tiny_encoder, monkeypatch):
-    import pgkd.student as module
-
-    monkeypatch.setattr(module, "FEATURE_CACHE_SIZE", 5)
+def test_the_feature_memo_is_bounded_and_keeps_the_latest_texts(tiny_encoder):
     s = Student.create(LABELS, tiny_encoder).successor("head")
+    s.feature_cache = FeatureCache(5)
     texts = [f"text number {i} about the markets" for i in range(20)]
     first = s.encode(texts, cache=True)
-    assert len(s.features) == 5 and all(t in s.features for t in texts[-5:])
+    assert len(s.feature_cache) == 5 and all(t in s.feature_cache for t in texts[-5:])
     again = s.encode(texts, cache=True)  # evicted ones are computed again, and the same
     assert torch.allclose(first, again, atol=1e-6)

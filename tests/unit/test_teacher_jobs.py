@@ -17,7 +17,14 @@ MODEL = ("v0001", Guidance(evaluate(LABELS, [r.label for r in ROWS], [r.predicte
 
 
 def planner(**kwargs) -> JobPlanner[str]:
-    args = {"label_queue": 10, "label_batch": 2, "samples_per_step": 8, "exclude": ["match goal"]}
+    args = {
+        "label_queue": 10,
+        "label_batch": 2,
+        "samples_per_step": 8,
+        "prompt_examples": 16,
+        "target_classes": 10,
+        "exclude": ["match goal"],
+    }
     return JobPlanner(HardWindow(min_hard=2, every_seconds=3600), **{**args, **kwargs})
 
 
