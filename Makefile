@@ -20,7 +20,7 @@ distill: $(STAMP)
 	$(VENV)/bin/pgkd distill --dataset bbc --teacher local
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=20  # the slowest 20, so a CI that grows slower says where
 
 # Everything but the slow live-system tests (minutes, not half an hour); CI still runs `make test`.
 test-fast: $(STAMP)
