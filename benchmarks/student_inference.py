@@ -24,7 +24,8 @@ from pgkd.data import make_splits
 from pgkd.datasets import load_corpus
 from pgkd.evaluation import evaluate
 from pgkd.serving import inference_copy
-from pgkd.student import Student, TrainConfig
+from pgkd.student import Student
+from pgkd.training import TrainConfig
 
 MODES = ("eager", "int8")
 

@@ -25,10 +25,11 @@ from rich.console import Console
 
 from pgkd.data import make_splits
 from pgkd.datasets import load_corpus
-from pgkd.student import Student, TrainConfig
+from pgkd.student import Student
 from pgkd.teacher.local import LocalTeacherServer
 from pgkd.teacher.models import DEFAULT_LOCAL_MODEL
 from pgkd.teacher.openai_compat import OpenAICompatibleTeacher
+from pgkd.training import TrainConfig
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from consumers.model_updates import announce  # noqa: E402
 from pgkd.promotion import retrain  # noqa: E402
 from pgkd.runner import load_splits  # noqa: E402
-from pgkd.student import Student, TrainConfig  # noqa: E402
+from pgkd.student import Student  # noqa: E402
+from pgkd.training import TrainConfig  # noqa: E402
 from producers.replay import Replayer  # noqa: E402
 from streams import connect  # noqa: E402
 from streams.settings import StreamSettings  # noqa: E402

@@ -10,7 +10,8 @@ from pgkd.datasets import load_corpus
 from pgkd.distill import distill
 from pgkd.distill_records import DistillConfig, DistillResult
 from pgkd.errors import PGKDError
-from pgkd.student import Student, TrainConfig
+from pgkd.student import Student
+from pgkd.training import TrainConfig
 
 __all__ = [
     "DistillConfig",

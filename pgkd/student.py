@@ -56,8 +56,6 @@ from pgkd.training import fit as training_loop
 
 Inference = Literal["eager", "int8"]
 
-__all__ = ["FitResult", "Predictions", "Student", "StudentMetadata", "TrainConfig", "TrainMode"]
-
 hf_logging.set_verbosity_error()  # "some weights were newly initialised" is expected for a new head
 
 

@@ -320,7 +320,8 @@ def test_a_corrupt_version_is_refused_by_every_worker_and_rollback_reaches_them_
     from consumers.model_updates import announce
     from pgkd.model_files import WEIGHTS_FILE
     from pgkd.promotion import retrain
-    from pgkd.student import Student, TrainConfig
+    from pgkd.student import Student
+    from pgkd.training import TrainConfig
 
     settings = live_settings(broker, redis_url, namespace, tmp_path)
     topics = Topics(namespace)

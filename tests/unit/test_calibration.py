@@ -16,7 +16,8 @@ from pgkd.calibration import (
 )
 from pgkd.errors import ModelError
 from pgkd.promotion import retrain
-from pgkd.student import Student, TrainConfig
+from pgkd.student import Student
+from pgkd.training import TrainConfig
 from tests.conftest import TOPICS, topic_examples
 
 LABELS = sorted(TOPICS)

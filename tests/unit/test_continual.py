@@ -9,7 +9,8 @@ import pytest
 from pgkd.continual import Guidance, HardWindow, LiveQuality
 from pgkd.evaluation import ScoredExample, evaluate
 from pgkd.promotion import PromotionRule, RetrainSchedule, retrain
-from pgkd.student import Student, TrainConfig
+from pgkd.student import Student
+from pgkd.training import TrainConfig
 from tests.conftest import TOPICS, topic_examples
 
 LABELS = sorted(TOPICS)

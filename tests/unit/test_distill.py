@@ -9,8 +9,9 @@ from pgkd.distill import distill, fingerprint
 from pgkd.distill_records import DistillConfig
 from pgkd.errors import TeacherBudgetExceeded
 from pgkd.report import write_report
-from pgkd.student import Student, TrainConfig
+from pgkd.student import Student
 from pgkd.teacher.base import GenerationResult, TeacherLabel, TeacherUsage
+from pgkd.training import TrainConfig
 from tests.conftest import TOPICS, topic_examples
 
 LABELS = tuple(sorted(TOPICS))

@@ -11,7 +11,8 @@ from pgkd.out_of_taxonomy import BANK_FILE, DetectorConfig, OutOfTaxonomy, fit_d
 from pgkd.promotion import retrain
 from pgkd.registry import ModelRegistry
 from pgkd.serving import ModelSlot, inference_copy
-from pgkd.student import Predictions, Student, TrainConfig
+from pgkd.student import Predictions, Student
+from pgkd.training import TrainConfig
 from streams.events import HardEvent, Prediction, Request, decode
 from streams.topics import Topics
 from tests.conftest import TOPICS, topic_examples

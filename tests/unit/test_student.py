@@ -8,7 +8,8 @@ from pgkd.calibration import calibrate
 from pgkd.errors import ModelError
 from pgkd.features import FeatureCache
 from pgkd.serving import inference_copy
-from pgkd.student import Student, TrainConfig
+from pgkd.student import Student
+from pgkd.training import TrainConfig
 from tests.conftest import TOPICS, topic_examples
 
 LABELS = sorted(TOPICS)
