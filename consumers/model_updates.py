@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
@@ -64,20 +64,34 @@ def announce(
             producer.close()
 
 
-def last_announced(settings: StreamSettings) -> ModelUpdate | None:
-    """The newest readable record of ``model-updates``, or None (an empty topic)."""
+@contextlib.contextmanager
+def _from_the_start(settings: StreamSettings) -> Iterator[tuple[Any, TopicPartition]]:
+    """A consumer of ``model-updates`` (every record, no consumer group) at its first offset."""
     consumer = connect.consumer(settings, group=None)
     try:
         tp = TopicPartition(Topics(settings.namespace).model_updates, 0)
         consumer.assign([tp])
         consumer.seek_to_beginning(tp)
-        updates = []
-        for record in connect.read_to_end(consumer, tp):
-            with contextlib.suppress(EventDecodeError):
-                updates.append(decode(ModelUpdate, record.value))
-        return updates[-1] if updates else None
+        yield consumer, tp
     finally:
         consumer.close()
+
+
+def newest_update(records: Sequence[Any]) -> ModelUpdate | None:
+    """The newest readable update among ``records``; an unreadable one is logged and skipped."""
+    updates = []
+    for record in records:
+        try:
+            updates.append(decode(ModelUpdate, record.value))
+        except EventDecodeError as exc:
+            log.error("ignoring bad model update at offset %s: %s", record.offset, exc)
+    return updates[-1] if updates else None
+
+
+def last_announced(settings: StreamSettings) -> ModelUpdate | None:
+    """The newest readable record of ``model-updates``, or None (an empty topic)."""
+    with _from_the_start(settings) as (consumer, tp):
+        return newest_update(connect.read_to_end(consumer, tp))
 
 
 def rollback(settings: StreamSettings, version: str, *, hold: bool = True) -> ModelRecord:
@@ -130,7 +144,6 @@ class UpdateWatcher(threading.Thread):
     def __init__(self, settings: StreamSettings, slot: ModelSlot) -> None:
         super().__init__(name="model-updates", daemon=True)
         self.settings, self.slot = settings, slot
-        self.topic = Topics(settings.namespace).model_updates
         self.stopping = threading.Event()
         # (version, sha256) -> why, the newest REFUSED_KEPT: a worker that runs for months stays bounded.
         self.refused: LRUCache[tuple[str, str], str] = LRUCache(REFUSED_KEPT)
@@ -149,26 +162,15 @@ class UpdateWatcher(threading.Thread):
                 self.stopping.wait(delay)
 
     def _tail(self) -> None:
-        consumer = connect.consumer(self.settings, group=None)
-        try:
-            tp = TopicPartition(self.topic, 0)
-            consumer.assign([tp])
-            consumer.seek_to_beginning(tp)
+        with _from_the_start(self.settings) as (consumer, tp):
             self._stage_newest(connect.read_to_end(consumer, tp))
             while not self.stopping.is_set():
                 self._stage_newest([r for rs in consumer.poll(timeout_ms=1000).values() for r in rs])
-        finally:
-            consumer.close()
 
     def _stage_newest(self, records: Sequence[Any]) -> None:
-        updates = []
-        for record in records:
-            try:
-                updates.append(decode(ModelUpdate, record.value))
-            except EventDecodeError as exc:
-                log.error("ignoring bad model update at offset %s: %s", record.offset, exc)
-        if updates:
-            self._stage(updates[-1])  # only the newest of a burst matters
+        update = newest_update(records)  # only the newest of a burst matters
+        if update is not None:
+            self._stage(update)
 
     def _stage(self, update: ModelUpdate) -> None:
         if (update.version, update.sha256) in self.refused:
