@@ -47,6 +47,11 @@ def setup_logging(service: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
+def lower_priority(increment: int) -> int:
+    """Make this process nicer by ``increment`` (raising it needs no privilege); the new niceness."""
+    return os.nice(increment) if increment > 0 else os.nice(0)
+
+
 def start_metrics(
     settings: StreamSettings, service: str, health: metrics.Health, labels: Sequence[str] = ()
 ) -> int | None:

@@ -160,6 +160,7 @@ def _rewind(consumer: Any) -> None:
 def main() -> None:
     runtime.setup_logging(SERVICE)
     settings = runtime.service_settings()
+    runtime.lower_priority(settings.trainer_nice)
     connect.ensure_topics(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -55,6 +55,11 @@ class StreamSettings(Settings):
     )
     include_probs: bool = False
     torch_threads: int | None = Field(None, ge=1)
+    # A retrain shares the cores with serving (and, on a small machine, a local LLM teacher whose
+    # threads spin-wait on each other): at a lower priority it takes only what they leave idle.
+    trainer_nice: int = Field(
+        10, ge=0, le=19, description="the trainer lowers its CPU priority by this (0: unchanged)"
+    )
     # --- cascade (pgkd/cascade.py): the teacher answers what the student is likely wrong about
     cascade: bool = Field(False, description="serving asks the teacher for requests under the bar")
     cascade_threshold: float = Field(

@@ -7,6 +7,7 @@ set and short texts so that a test runs in a minute or a few, not in tens.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -57,6 +58,9 @@ def test_end_to_end_hard_events_mined_samples_generated_model_promoted_and_hot_s
     topics = Topics(namespace)
     with EmbeddedStack(settings, tmp_path / "stack") as stack:
         stack.wait_healthy(timeout=600)
+        # Retraining yields the cores to serving and to the teacher server beside it.
+        trainer_pid = stack.services["trainer"].proc.pid
+        assert os.getpriority(os.PRIO_PROCESS, trainer_pid) == min(19, os.nice(0) + settings.trainer_nice)
         traffic = list(load_splits(settings).traffic)
         predictions = kafka.reader(stack.settings, topics.predictions)
         stop = threading.Event()

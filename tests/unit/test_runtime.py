@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 
 import redis
@@ -124,3 +125,21 @@ def test_no_metric_is_left_on_the_global_registry():
 
     names = {m.name for m in REGISTRY.collect()}
     assert not {n for n in names if n.startswith("pgkd_")}, names
+
+
+def test_lower_priority_makes_the_process_nicer_by_the_increment_and_zero_leaves_it():
+    # In a child: niceness cannot be raised back, and the test process must keep its own.
+    import multiprocessing
+
+    def measure(increment: int, out: multiprocessing.Queue) -> None:
+        before = os.nice(0)
+        out.put((before, runtime.lower_priority(increment)))
+
+    ctx = multiprocessing.get_context("fork")
+    for increment in (0, 7):
+        out = ctx.Queue()
+        child = ctx.Process(target=measure, args=(increment, out))
+        child.start()
+        before, after = out.get(timeout=30)
+        child.join(timeout=30)
+        assert after == min(19, before + increment)
