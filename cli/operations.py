@@ -1,6 +1,6 @@
 """Operating and inspecting a running system: ``rollback`` and ``release`` of the served model,
-``versions`` and ``report`` of the registry, ``replay`` of a dataset's traffic and ``classify`` of
-one text.
+``add-class`` to the taxonomy, ``versions`` and ``report`` of the registry, ``replay`` of a
+dataset's traffic and ``classify`` of one text.
 """
 
 from __future__ import annotations
@@ -44,6 +44,48 @@ def release(config: ConfigOpt = None) -> None:
     with library_errors():
         hold = release_hold(settings)
     console.print("no hold to lift" if hold is None else f"hold lifted ({hold['reason']})")
+
+
+@app.command("add-class")
+def add_class(
+    name: Annotated[str, typer.Argument(help="the new label, e.g. weather")],
+    description: Annotated[str, Opt(help="what the class covers, in a sentence (the teachers see it)")],
+    example: Annotated[
+        list[str] | None, Opt("--example", help="a text of the class (repeat it; 4 at least, with the file)")
+    ] = None,
+    examples_file: Annotated[Path | None, Opt(help="a UTF-8 file of texts of the class, one a line")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Add a class to the live taxonomy. The trainer's next candidate learns it from the examples
+    (a quarter of them held out to check it on), and is promoted only if it recognises the held-out
+    ones and keeps the old classes' macro-F1; then every serving worker answers with it."""
+    import redis
+
+    from pgkd.runner import load_splits
+    from pgkd.taxonomy import NewClass, TaxonomyStore
+    from streams.connect import redis_client
+
+    settings = stream_settings(config)
+    with library_errors():
+        texts = list(example or [])
+        if examples_file is not None:
+            try:
+                lines = examples_file.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise PGKDError(f"cannot read {examples_file}: {exc}") from exc
+            texts += [line for line in lines if line.strip()]
+        new = NewClass.of(name, description, texts)
+        store = TaxonomyStore(redis_client(settings), namespace=settings.namespace)
+        try:
+            store.add(new, load_splits(settings).labels)
+        except redis.RedisError as exc:
+            raise PGKDError(f"cannot reach Redis (PGKD_REDIS_URL): {exc}") from exc
+        train, held_out = new.split()
+    console.print(
+        f"added {new.name!r}: {len(train)} examples to train on, {len(held_out)} held out; it is promoted "
+        f"when its held-out recall reaches {settings.new_class_min_recall:g} and the old classes' "
+        f"macro-F1 falls by at most {settings.new_class_max_old_drop:g}"
+    )
 
 
 @app.command()

@@ -28,6 +28,7 @@ from pgkd.drift import DriftConfig, DriftMonitor
 from pgkd.errors import PGKDError
 from pgkd.feedback import Fact, FeedbackJoin, Joined
 from pgkd.retry import Backoff
+from pgkd.taxonomy import TaxonomyStore
 from streams import connect, metrics
 from streams.events import DriftEvent, EventDecodeError, Feedback, HardEvent, Prediction, Request, decode
 from streams.settings import StreamSettings
@@ -68,11 +69,15 @@ class TaxonomyUnknown(PGKDError, ConnectionError):
 
 
 class Taxonomy:
-    """The labels feedback is judged by: the current model's, from its registry record, read again
-    every ``refresh_seconds`` so that a promoted model with another taxonomy is followed."""
+    """The labels feedback is judged by: the current model's, from its registry record, and the
+    classes an operator added (``added``, a :class:`~pgkd.taxonomy.TaxonomyStore`: their ground truth
+    teaches the model that will know them), read again every ``refresh_seconds`` so that a promoted
+    model with another taxonomy is followed."""
 
-    def __init__(self, registry: Any, refresh_seconds: float = 30.0) -> None:
-        self.registry, self.refresh_seconds = registry, refresh_seconds
+    def __init__(
+        self, registry: Any, refresh_seconds: float = 30.0, added: TaxonomyStore | None = None
+    ) -> None:
+        self.registry, self.refresh_seconds, self.added = registry, refresh_seconds, added
         self.labels: frozenset[str] | None = None
         self.read_at = -math.inf
 
@@ -85,11 +90,12 @@ class Taxonomy:
         if self.stale:
             try:
                 record = self.registry.current()
+                added = {c.name for c in self.added.added()} if self.added else set()
             except Exception as exc:  # Redis or storage away: keep judging by the labels read last
                 log.warning("cannot read the current model's taxonomy (%s); keeping the last one", exc)
                 return self.labels
             if record is not None:
-                labels = frozenset(self.registry.labels(record))
+                labels = frozenset(self.registry.labels(record)) | added
                 for label in labels - (self.labels or frozenset()):
                     metrics.MISCLASSIFIED.labels(label=label)  # at 0: "none yet", not "no data"
                 self.labels, self.read_at = labels, time.monotonic()
@@ -233,14 +239,19 @@ class Joiner:
 def build(settings: StreamSettings) -> tuple[Any, Joiner]:
     app = connect.faust_app(settings, SERVICE)
     topics = Topics(settings.namespace)
+    redis_client = connect.redis_client(settings)
     join = FeedbackJoin(
-        connect.redis_client(settings),
+        redis_client,
         namespace=settings.namespace,
         ttl=settings.join_ttl_seconds,
         max_text_chars=settings.join_max_text_chars,
     )
     send = runtime.faust_sender(app, topics.hard, topics.drift, topics.dead_letter)
-    joiner = Joiner(settings, join, Taxonomy(connect.registry(settings)), send)
+    taxonomy = Taxonomy(
+        connect.registry(settings, redis_client),
+        added=TaxonomyStore(redis_client, namespace=settings.namespace),
+    )
+    joiner = Joiner(settings, join, taxonomy, send)
     source = app.topic(topics.requests, topics.predictions, topics.feedback)
 
     @app.agent(source, name=f"{settings.namespace}-join")

@@ -23,6 +23,7 @@ from pgkd.evaluation import ScoredExample
 from pgkd.feedback import FeedbackJoin
 from pgkd.registry import ModelRegistry
 from pgkd.retry import Backoff, Cooldown, retry_after
+from pgkd.taxonomy import TaxonomyStore
 from pgkd.teacher.base import prompt_hash
 from pgkd.teacher.breaker import CircuitBreaker
 from pgkd.teacher.request import GenerationRequest
@@ -49,9 +50,12 @@ class Miner:
         splits: Splits,
         breaker: CircuitBreaker | None = None,
         join: FeedbackJoin | None = None,
+        taxonomy: TaxonomyStore | None = None,
     ) -> None:
         self.settings, self.teacher, self.registry, self.splits = settings, teacher, registry, splits
         self.join = join  # where the teacher's labels go for the audit against ground truth
+        self.taxonomy = taxonomy  # the classes an operator adds
+        self.awaiting: set[str] = set()  # added classes a generation is aimed at once a model knows them
         self.jobs: JobPlanner[HardEvent] = JobPlanner(
             HardWindow(min_hard=settings.min_hard, every_seconds=settings.generate_every_seconds),
             label_queue=settings.label_queue,
@@ -77,10 +81,13 @@ class Miner:
         metrics.HARD_EVENTS.labels(
             reason=event.reason, label=label if label in self.teacher.labels else "other"
         ).inc()
-        if event.label is not None and event.label in self.teacher.labels:
-            self.jobs.window.add(
-                ScoredExample(event.text, event.label, event.predicted, event.confidence), event.id
-            )
+        if event.label is not None:
+            # Ground truth of a class an operator added is not the teacher's to guide with (it
+            # cannot write for it), but it is the trainer's to learn from.
+            if event.label in self.teacher.labels:
+                self.jobs.window.add(
+                    ScoredExample(event.text, event.label, event.predicted, event.confidence), event.id
+                )
             if self.settings.train_on_feedback:
                 return [
                     Sample.of(
@@ -108,6 +115,27 @@ class Miner:
             event.classes or "the weakest classes",
         )
         self.jobs.drifted(event.classes)
+
+    def follow_taxonomy(self) -> list[str]:
+        """Teach the teacher the classes an operator added since the last look (their training
+        examples only: the held-out ones judge the model), and once the current model knows such a
+        class, aim the next generation at it. Returns the names it taught (Redis: off the loop)."""
+        if self.taxonomy is None:
+            return []
+        taught = []
+        for new in self.taxonomy.added():
+            if new.name not in self.teacher.labels:
+                self.teacher.add_class(new.name, new.description, new.split()[0])
+                self.awaiting.add(new.name)
+                taught.append(new.name)
+                log.info("the teacher learns the added class %r", new.name)
+        if self.awaiting and (record := self.registry.current()) is not None:
+            known = self.awaiting & set(self.registry.labels(record))
+            if known:
+                log.info("%s knows %s: the next generation writes for it", record.version, sorted(known))
+                self.jobs.drifted(sorted(known))
+                self.awaiting -= known
+        return taught
 
     # -- teacher work -----------------------------------------------------------------------------
 

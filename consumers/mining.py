@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -31,12 +33,14 @@ from consumers.miner import Miner
 from pgkd.feedback import FeedbackJoin
 from pgkd.runner import load_splits
 from pgkd.student import Student
+from pgkd.taxonomy import TaxonomyStore
 from streams import connect, metrics
 from streams.events import DriftEvent, EventDecodeError, HardEvent, Sample, decode
 from streams.settings import StreamSettings
 from streams.topics import Topics
 
 SERVICE = "mining"
+TAXONOMY_SECONDS = 15.0  # how often the classes an operator added are looked for
 log = logging.getLogger("pgkd.mining")
 
 
@@ -54,7 +58,8 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
         ttl=settings.join_ttl_seconds,
         max_text_chars=settings.join_max_text_chars,
     )
-    miner = Miner(settings, shared, connect.registry(settings, redis), splits, breaker, join)
+    taxonomy = TaxonomyStore(redis, namespace=settings.namespace)
+    miner = Miner(settings, shared, connect.registry(settings, redis), splits, breaker, join, taxonomy)
     metrics.CACHE_ENTRIES.labels(cache="features").set_function(lambda: len(embedder.feature_cache))
     metrics.CACHE_ENTRIES.labels(cache="hard_window").set_function(lambda: miner.jobs.window.held)
     metrics.CACHE_ENTRIES.labels(cache="label_queue").set_function(lambda: len(miner.jobs.to_label))
@@ -105,10 +110,17 @@ def build(settings: StreamSettings, stack: ExitStack) -> tuple[Any, Miner]:
     async def teach() -> None:
         # One job at a time: a CPU teacher is the scarce resource, and order keeps backoff simple.
         # Nothing may escape this loop: an exception in an app task stops the whole service.
+        followed = -math.inf
         while True:
             miner.snapshot = miner.status()
             job = None
             try:
+                if time.monotonic() - followed >= TAXONOMY_SECONDS:
+                    followed = time.monotonic()
+                    try:
+                        await asyncio.to_thread(miner.follow_taxonomy)
+                    except Exception as exc:  # Redis away or a broken record: the teacher waits
+                        log.warning("cannot read the added classes (%s); trying again", exc)
                 wanted = miner.jobs.due()
                 model = await asyncio.to_thread(miner.current_model) if wanted else None
                 job = miner.next_job(model)

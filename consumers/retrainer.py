@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.exceptions import LockError
@@ -23,7 +23,7 @@ from pgkd import samples
 from pgkd.data import Splits
 from pgkd.feedback import FeedbackJoin
 from pgkd.model_record import ModelRecord
-from pgkd.promotion import Candidate, PromotionRule, RetrainSchedule, TeacherGate
+from pgkd.promotion import Candidate, GrowthRule, PromotionRule, RetrainSchedule, TeacherGate
 from pgkd.registry import ModelRegistry
 from pgkd.retrain_round import (
     RoundJudge,
@@ -36,6 +36,7 @@ from pgkd.retrain_round import (
 from pgkd.runner import data_lineage, detector_config, train_config
 from pgkd.samples import Retention, SampleStore
 from pgkd.student import Student
+from pgkd.taxonomy import TaxonomyStore, grown
 from pgkd.teacher.shared import shared_usage
 from streams import connect, metrics
 from streams.settings import StreamSettings
@@ -45,7 +46,9 @@ log = logging.getLogger("pgkd.trainer")
 
 
 class Retrainer:
-    """The trainer's rounds and promotions, given its connections (no Kafka consumer inside)."""
+    """The trainer's rounds and promotions, given its connections (no Kafka consumer inside).
+    ``new_student(labels)`` makes the untrained student every candidate of a taxonomy starts from:
+    the seed labels, and those plus the classes an operator added (:mod:`pgkd.taxonomy`)."""
 
     def __init__(
         self,
@@ -55,26 +58,52 @@ class Retrainer:
         store: SampleStore,
         redis: Any,
         producer: Any,
-        base: Student,
+        new_student: Callable[[Sequence[str]], Student],
     ) -> None:
-        self.settings, self.splits, self.registry, self.store = settings, splits, registry, store
-        self.redis, self.producer, self.base = redis, producer, base
-        rule = PromotionRule(
+        self.settings, self.registry, self.store = settings, registry, store
+        self.redis, self.producer, self.new_student = redis, producer, new_student
+        self.rule = PromotionRule(
             settings.promotion_metric,
             settings.promotion_min_delta,
             settings.promotion_max_class_drop,
             settings.promotion_confidence,
         )
-        self.judge = RoundJudge(rule, splits.labels, len(splits.train), settings.seed)
+        self.growth = GrowthRule(settings.new_class_max_old_drop, settings.new_class_min_recall)
+        self.seed_splits = splits
+        self.taxonomy = TaxonomyStore(redis, namespace=settings.namespace)
+        self.added: tuple[str, ...] = ()
+        self.use(splits)
+        self.taxonomy_grew = False
         self.schedule = RetrainSchedule(settings.retrain_every_samples, settings.retrain_every_seconds)
         self.gate = TeacherGate(settings.teacher_audit_min, settings.teacher_min_accuracy)
         self.retention = Retention(settings.sample_max_per_class, settings.sample_max_age)
         self.join = FeedbackJoin(redis, namespace=settings.namespace)  # its teacher audit only
         self.config = train_config(settings)
-        self.pool = TrainingPool.of(splits)
         self.trained_key = f"{settings.namespace}:trainer:trained"
         self.last_train = time.monotonic()
         self.current_student: Student | None = None
+
+    def use(self, splits: Splits) -> None:
+        """Train candidates on ``splits`` (the seed splits, grown or not) from now on."""
+        self.splits = splits
+        self.base = self.new_student(splits.labels)
+        self.judge = RoundJudge(self.rule, splits.labels, len(splits.train), self.settings.seed, self.growth)
+        self.pool = TrainingPool.of(splits)
+        metrics.TAXONOMY_CLASSES.labels(origin="seed").set(len(self.seed_splits.labels))
+        metrics.TAXONOMY_CLASSES.labels(origin="added").set(len(self.added))
+
+    def follow_taxonomy(self) -> bool:
+        """Take up the classes an operator added since the last look (the next round trains on
+        them); True when there were any."""
+        added = self.taxonomy.added()
+        names = tuple(c.name for c in added)
+        if names == self.added:
+            return False
+        log.info("taxonomy grown by %s: the next candidate learns it", ", ".join(names[len(self.added) :]))
+        self.added = names
+        self.use(grown(self.seed_splits, added))
+        self.taxonomy_grew = True
+        return True
 
     def pending(self) -> int:
         """Samples stored since the last round that counted them as trained on."""
@@ -93,6 +122,7 @@ class Retrainer:
         """Make sure there is a current model, and that serving workers are told which one: after
         a crash between promotion and announcement, or a broker that lost its data, the last
         ``model-updates`` record is not the registry's current version, so it is announced again."""
+        self.follow_taxonomy()
         current = self.registry.current()
         if current is None:
             with self.lock(blocking=True):
@@ -103,7 +133,7 @@ class Retrainer:
                     assert current is not None  # the first model is never held
                     # The schedule's clock starts now: a fine-tune takes minutes, and the first sample
                     # must not look a retrain-period old.
-                    self.last_train = time.monotonic()
+                    self.last_train, self.taxonomy_grew = time.monotonic(), False
         self.reconcile(current)
         metrics.set_current_version(current.version)
         _scores("current", current.metrics.get("validation"), current.metrics.get("calibration"))
@@ -157,8 +187,9 @@ class Retrainer:
         promotions; returns the decision. Samples keep arriving during a hold and wait for it."""
         if self.held() is not None:
             return None
+        self.follow_taxonomy()
         pending = self.pending()
-        if not self.schedule.due(pending, time.monotonic() - self.last_train):
+        if not self.taxonomy_grew and not self.schedule.due(pending, time.monotonic() - self.last_train):
             return None
         lock = self.lock(blocking=False)
         if not lock.acquire():
@@ -190,7 +221,7 @@ class Retrainer:
             log.info("not training on %d teacher samples: %s", withheld, gate)
         trained = len(self.store)
         candidate = self.train(samples)
-        self.last_train = time.monotonic()
+        self.last_train, self.taxonomy_grew = time.monotonic(), False
         current = self.registry.current()
         guidance = self.registry.guidance(current.version) if current else None
         # The hold is read after training: an operator may have rolled back meanwhile.

@@ -55,13 +55,16 @@ def run(settings: StreamSettings, stop: threading.Event) -> None:
     topics = Topics(settings.namespace)
     redis = connect.redis_client(settings)
     splits = load_splits(settings)
-    base = Student.create(
-        splits.labels,
-        settings.base_model,
-        max_length=settings.max_length,
-        seed=settings.seed,
-        device=settings.device,
-    )
+
+    def new_student(labels: Sequence[str]) -> Student:
+        return Student.create(
+            labels,
+            settings.base_model,
+            max_length=settings.max_length,
+            seed=settings.seed,
+            device=settings.device,
+        )
+
     trainer = Retrainer(
         settings,
         splits,
@@ -69,7 +72,7 @@ def run(settings: StreamSettings, stop: threading.Event) -> None:
         SampleStore(redis, namespace=settings.namespace),
         redis,
         connect.producer(settings),
-        base,
+        new_student,
     )
     status: dict[str, Any] = {"ok": False}  # what /healthz says, kept by the loop (no Redis call)
     runtime.start_metrics(settings, SERVICE, lambda: (bool(status["ok"]), dict(status)))
@@ -87,6 +90,7 @@ def run(settings: StreamSettings, stop: threading.Event) -> None:
                 batch = consumer.poll(timeout_ms=1000, max_records=500)
                 records = [r for rs in batch.values() for r in rs]
                 if records:
+                    trainer.follow_taxonomy()  # a sample of a class added a moment ago is no stranger
                     good, dead = ingest(trainer.pool, records)
                     trainer.store.add(good)
                     for value in dead:

@@ -5,7 +5,8 @@ retrains, what it trains, and whether the candidate replaces the current model.
 * :func:`retrain` trains a fresh candidate and scores it (calibrated, with its out-of-taxonomy
   detector) on validation and, where given, test;
 * :class:`PromotionRule` decides whether it replaces the current model, from the validation
-  difference and its bootstrap interval;
+  difference and its bootstrap interval; :class:`GrowthRule` decides instead when the candidate
+  answers in a taxonomy an operator grew (:mod:`pgkd.taxonomy`);
 * :class:`TeacherGate` decides whether the teacher's samples are trained on at all, from its audited
   accuracy on live traffic.
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from sklearn.metrics import f1_score
 
 from pgkd.bootstrap import Difference
 from pgkd.calibration import calibrate, calibration_error
@@ -51,14 +54,14 @@ class RetrainSchedule:
 @dataclass(frozen=True)
 class Decision:
     """Whether to promote, why (for people), and which check decided (for metrics): ``first``
-    (nothing to compare with), ``metric``, ``class_drop``, ``uncertain`` (the lift's interval), or
-    ``held`` (an operator's hold after a rollback)."""
+    (nothing to compare with), ``metric``, ``class_drop``, ``uncertain`` (the lift's interval),
+    ``held`` (an operator's hold after a rollback) or ``new_class`` (a grown taxonomy's check)."""
 
     promote: bool
     reason: str
     candidate: float
     current: float | None
-    check: Literal["first", "metric", "class_drop", "uncertain", "held"] = "metric"
+    check: Literal["first", "metric", "class_drop", "uncertain", "held", "new_class"] = "metric"
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,72 @@ class PromotionRule:
             reason = f"lift not sure: macro-F1 difference {difference}, lower bound < {self.min_delta:g}"
             return Decision(False, reason, value, base, "uncertain")
         return Decision(True, f"{self.metric} {value:.4f} >= {base:.4f} (current){lift}", value, base)
+
+
+@dataclass(frozen=True)
+class GrowthRule:
+    """When a candidate that answers in a grown taxonomy replaces a model that knows only the old
+    labels (:meth:`decide`). The two macro-F1s are not comparable (the candidate's counts classes
+    the current model cannot answer), so the candidate is checked on each part: on the old classes'
+    validation texts its macro-F1 over the old labels may fall by at most ``max_old_drop`` (a new
+    class takes some texts from its neighbours), and on the held-out examples of each new class its
+    recall must reach ``min_new_recall``.
+
+    >>> rule, old = GrowthRule(), ("sport", "tech")
+    >>> scored = [ScoredExample("a goal", "sport", "sport", 0.9),
+    ...           ScoredExample("a chip", "tech", "tech", 0.8),
+    ...           ScoredExample("rain", "weather", "weather", 0.7),
+    ...           ScoredExample("snow", "weather", "tech", 0.6)]
+    >>> rule.decide(scored, old, {"macro_f1": 1.0}).promote
+    True
+    >>> GrowthRule(min_new_recall=0.6).decide(scored, old, {"macro_f1": 1.0}).reason
+    "recall of new class 'weather' on its held-out examples 0.500 < 0.6"
+    """
+
+    max_old_drop: float = 0.05
+    min_new_recall: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_old_drop < 0 or not 0 <= self.min_new_recall <= 1:
+            raise ValueError(
+                f"max_old_drop must be >= 0 and min_new_recall in [0, 1], got {self.max_old_drop}, "
+                f"{self.min_new_recall}"
+            )
+
+    def decide(
+        self, scored: Sequence[ScoredExample], old_labels: Sequence[str], current: dict[str, Any] | None
+    ) -> Decision:
+        """Judge the candidate's validation verdicts ``scored`` against the current model, which
+        answers in ``old_labels``, and its validation summary (``current``; None: nothing to keep)."""
+        old = [s for s in scored if s.label in old_labels]
+        value = float(
+            f1_score(
+                [s.label for s in old],
+                [s.predicted for s in old],
+                labels=list(old_labels),
+                average="macro",
+                zero_division=0,
+            )
+        )
+        base = None if current is None else float(current["macro_f1"])
+        if base is not None and value < base - self.max_old_drop:
+            reason = f"old classes' macro_f1 {value:.4f} < {base:.4f} - {self.max_old_drop:g} (current)"
+            return Decision(False, reason, value, base, "new_class")
+        recalls = {}
+        for label in sorted({s.label for s in scored} - set(old_labels)):
+            verdicts = [s.correct for s in scored if s.label == label]
+            recalls[label] = sum(verdicts) / len(verdicts)
+            if recalls[label] < self.min_new_recall:
+                reason = (
+                    f"recall of new class {label!r} on its held-out examples {recalls[label]:.3f} "
+                    f"< {self.min_new_recall:g}"
+                )
+                return Decision(False, reason, value, base, "new_class")
+        grown = ", ".join(f"{label!r} (held-out recall {r:.2f})" for label, r in recalls.items())
+        against = "" if base is None else f" against {base:.4f} (current)"
+        return Decision(
+            True, f"taxonomy grown by {grown}; old classes' macro_f1 {value:.4f}{against}", value, base
+        )
 
 
 @dataclass

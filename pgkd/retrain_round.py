@@ -27,7 +27,7 @@ from pgkd.data import Splits
 from pgkd.distill import fingerprint
 from pgkd.model_record import ModelRecord
 from pgkd.out_of_taxonomy import DEFAULT_DETECTOR, DetectorConfig
-from pgkd.promotion import Candidate, Decision, PromotionRule, retrain
+from pgkd.promotion import Candidate, Decision, GrowthRule, PromotionRule, retrain
 from pgkd.registry import ModelRegistry
 from pgkd.samples import Sample, sample_key
 from pgkd.student import Student
@@ -95,7 +95,8 @@ def train_candidate(
     of its data. With ``warm_start`` a full-mode candidate keeps fine-tuning ``current`` for
     ``warm_epochs``."""
     train = [*splits.train, *(s.example for s in samples)]
-    warm = warm_start and current is not None and config.mode == "full"
+    # A model of a smaller taxonomy has no output for an added class: such a candidate starts fresh.
+    warm = warm_start and current is not None and config.mode == "full" and current.labels == base.labels
     # A warm start continues from a converged model: a few epochs on the union are enough, and
     # are what makes a fine-tuning retrain fit a 2-core schedule (BENCHMARKS.md section 6).
     config = replace(config, max_epochs=warm_epochs) if warm else config
@@ -181,17 +182,22 @@ class RetrainRound:
 @dataclass(frozen=True)
 class RoundJudge:
     """Judges each round's candidate against the current model: the promotion ``rule``, with the
-    paired bootstrap (``seed``) of the macro-F1 difference over the taxonomy ``labels``; every
-    candidate trains on ``seed_size`` seed examples beside its samples."""
+    paired bootstrap (``seed``) of the macro-F1 difference over the taxonomy ``labels``, or the
+    ``growth`` rule when the taxonomy has classes the current model lacks; every candidate trains
+    on ``seed_size`` seed examples beside its samples."""
 
     rule: PromotionRule
     labels: Sequence[str]
     seed_size: int
     seed: int = 0
+    growth: GrowthRule = GrowthRule()
 
-    def difference(self, candidate: Candidate, guidance: dict[str, Any] | None) -> Difference | None:
-        """Paired bootstrap of the candidate's validation macro-F1 over the current model's, from
-        the current version's stored verdicts on validation (``guidance``, None if it has none)."""
+    def difference(
+        self, candidate: Candidate, guidance: dict[str, Any] | None, labels: Sequence[str] = ()
+    ) -> Difference | None:
+        """Paired bootstrap of the candidate's validation macro-F1 over the current model's (over
+        ``labels``, default the taxonomy's), from the current version's stored verdicts on
+        validation (``guidance``, None if it has none)."""
         if guidance is None:
             return None
         old = {s.text: s.predicted for s in Guidance.from_dict(guidance).scored}
@@ -199,7 +205,7 @@ class RoundJudge:
         if len(pairs) < len(candidate.scored) // 2:
             return None  # a different validation set: nothing to pair
         gold, new, before = zip(*pairs, strict=True)
-        return macro_f1_difference(self.labels, gold, new, before, seed=self.seed)
+        return macro_f1_difference(labels or self.labels, gold, new, before, seed=self.seed)
 
     def decide(
         self,
@@ -215,9 +221,15 @@ class RoundJudge:
         """The round of ``candidate``, trained on ``samples`` with the teacher gate's ``teacher``
         verdict, against ``current`` and its ``guidance``; an operator's ``hold`` (which may have
         come while the candidate trained) turns a promotion down."""
-        difference = self.difference(candidate, guidance)
         validation = current.metrics.get("validation") if current else None
-        decision = self.rule.decide(candidate.validation.summary(), validation, difference)
+        old = tuple(current.labels) if current else ()
+        grown = bool(old) and set(old) < set(self.labels)  # an operator added classes since ``current``
+        # Paired on the texts both models saw: with a grown taxonomy, the old classes' texts.
+        difference = self.difference(candidate, guidance, old if grown else ())
+        if grown:
+            decision = self.growth.decide(candidate.scored, old, validation)
+        else:
+            decision = self.rule.decide(candidate.validation.summary(), validation, difference)
         if hold is not None and decision.promote:
             decision = turned_down(decision, hold)
         trusted, gate = teacher

@@ -186,6 +186,9 @@ SAMPLES_PRUNED = _counter(
 PROMOTIONS = _counter("trainer", "pgkd_trainer_promotions", "Candidates promoted")
 REJECTIONS = _counter("trainer", "pgkd_trainer_rejections", "Candidates not promoted", ["reason"])
 TRAINING_SET = _gauge("trainer", "pgkd_trainer_training_set", "Examples in the training set", ["source"])
+TAXONOMY_CLASSES = _gauge(
+    "trainer", "pgkd_trainer_taxonomy_classes", "Classes candidates are trained on", ["origin"]
+)  # origin: seed (the dataset's labels) or added (by an operator, pgkd add-class)
 TEACHER_TRUSTED = _gauge(
     "trainer", "pgkd_trainer_teacher_trusted", "1 while the teacher's samples are trained on"
 )

@@ -57,6 +57,13 @@ class StreamSettings(Settings):
     torch_threads: int | None = Field(None, ge=1)
     # A retrain shares the cores with serving (and, on a small machine, a local LLM teacher whose
     # threads spin-wait on each other): at a lower priority it takes only what they leave idle.
+    # On 200 validation labels macro-F1 moves by about +-0.03 between neighbouring runs.
+    new_class_max_old_drop: float = Field(
+        0.05, ge=0, le=1, description="how far the old classes' macro-F1 may fall when a class is added"
+    )
+    new_class_min_recall: float = Field(
+        0.5, ge=0, le=1, description="recall an added class needs on its held-out examples to be promoted"
+    )
     trainer_nice: int = Field(
         10, ge=0, le=19, description="the trainer lowers its CPU priority by this (0: unchanged)"
     )

@@ -186,6 +186,11 @@ class Teacher(Protocol):
         normalised)."""
         ...
 
+    def add_class(self, name: str, description: str, examples: Sequence[str]) -> None:
+        """Take up a class an operator added (:mod:`pgkd.taxonomy`): from now on a label answer may
+        be ``name`` and a request may ask for samples of it. Adding a known class does nothing."""
+        ...
+
 
 class WrappedTeacher:
     """Base of a teacher that adds behaviour around ``inner`` (a breaker, a shared cache): who
@@ -205,6 +210,9 @@ class WrappedTeacher:
     @property
     def usage(self) -> TeacherUsage:
         return self.inner.usage
+
+    def add_class(self, name: str, description: str, examples: Sequence[str]) -> None:
+        self.inner.add_class(name, description, examples)
 
 
 def spread(classes: Sequence[str], n: int, labels: Sequence[str]) -> dict[str, int]:

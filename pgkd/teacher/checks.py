@@ -87,6 +87,18 @@ def check_generate_nothing_and_refuse_unknown_classes(make: TeacherFactory, case
         raise AssertionError("a class outside the taxonomy was accepted")
 
 
+def check_an_added_class_joins_the_taxonomy(make: TeacherFactory, case: ContractCase) -> None:
+    teacher = make()
+    name = "added-at-run-time"
+    teacher.add_class(name, "texts of a class an operator added", list(case.texts))
+    teacher.add_class(name, "added twice", list(case.texts))
+    assert tuple(teacher.labels) == (*case.labels, name), f"taxonomy {teacher.labels} after add_class"
+    # A request for the new class is taken (n=0: no call); labels stay in the grown taxonomy.
+    assert teacher.generate(replace(case.request, classes=(name,), n=0)).samples == []
+    for answer in teacher.label(list(case.texts)):
+        assert answer.label is None or answer.label in teacher.labels, f"{answer.label!r} after add_class"
+
+
 def check_usage_is_json_ready(make: TeacherFactory, case: ContractCase) -> None:
     teacher = make()
     teacher.label(list(case.texts[:1]))
@@ -101,6 +113,7 @@ CHECKS: Sequence[Callable[[TeacherFactory, ContractCase], None]] = (
     check_label_answers_each_text_in_order,
     check_generate_stays_within_classes_count_and_exclusions,
     check_generate_nothing_and_refuse_unknown_classes,
+    check_an_added_class_joins_the_taxonomy,
     check_usage_is_json_ready,
 )
 """Every check of the contract, in the order they are cheapest to fail."""

@@ -40,7 +40,7 @@ class Demonstrations:
         unknown = sorted({d.label for d in self.examples} - set(labels))
         if unknown:
             raise ValueError(f"demonstrations have labels {unknown} that are not in the taxonomy")
-        self.shots = shots
+        self.shots, self.seed = shots, seed
         self._embed = embed
         self._vectors: np.ndarray | None = None
         self.balanced = self._balanced_sample(labels, random.Random(seed))
@@ -56,6 +56,12 @@ class Demonstrations:
                     chosen.append(group.pop())
         rng.shuffle(chosen)
         return chosen
+
+    def grown(self, examples: Sequence[Example], labels: Sequence[str]) -> Demonstrations:
+        """These demonstrations and ``examples`` (of a class added to the taxonomy ``labels``)."""
+        return Demonstrations(
+            [*self.examples, *examples], labels, shots=self.shots, embed=self._embed, seed=self.seed
+        )
 
     def query_vectors(self, texts: Sequence[str]) -> np.ndarray | None:
         """Unit embeddings of ``texts`` to pass to :meth:`for_query`, or None when the balanced

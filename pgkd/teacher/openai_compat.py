@@ -159,11 +159,25 @@ class OpenAICompatibleTeacher:
         # A one-line meaning per label lifted a 1.5B teacher from 0.58 to 0.80 on BBC headlines: the
         # bare name "entertainment" loses to "tech" far too often.
         self.descriptions = {c: d for c, d in (descriptions or {}).items() if c in self.labels}
+        self._use_taxonomy(self.labels)
+
+    def _use_taxonomy(self, labels: tuple[str, ...]) -> None:
+        """Ask in ``labels`` (with their descriptions) from now on."""
+        self.labels = labels
         self._taxonomy = "\n".join(
             f"- {c}: {self.descriptions[c]}" if c in self.descriptions else f"- {c}" for c in self.labels
         )
         self._label_system = LABEL_SYSTEM.format(labels=self._taxonomy)
         self._label_schema = label_schema(self.labels)
+
+    def add_class(self, name: str, description: str, examples: Sequence[str]) -> None:
+        if name in self.labels:
+            return
+        labels = check_labels((*self.labels, name))
+        # The operator's examples join the demonstrations: the nearest ones show the class in use.
+        self._demos = self._demos.grown([Example(text, name) for text in examples], labels)
+        self.descriptions[name] = description
+        self._use_taxonomy(labels)
 
     def __repr__(self) -> str:
         return (

@@ -74,7 +74,10 @@ class SharedTeacher(WrappedTeacher):
         if isinstance(texts, str):
             raise TypeError("label() takes a sequence of texts, not one string")
         texts = list(texts)
-        keys = [f"{self.prefix}:label:{prompt_hash(self.name, text=t)}" for t in texts]
+        # The taxonomy is part of the prompt: once an operator adds a class, answers given without
+        # it are not this prompt's answers.
+        taxonomy = list(self.labels)
+        keys = [f"{self.prefix}:label:{prompt_hash(self.name, text=t, labels=taxonomy)}" for t in texts]
         cached = self.redis.mget(keys) if keys else []
         answers: list[TeacherLabel | None] = [
             None if c is None else TeacherLabel(**json.loads(c)) for c in cached
@@ -92,7 +95,8 @@ class SharedTeacher(WrappedTeacher):
         return [a for a in answers if a is not None]
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
-        key = f"{self.prefix}:generate:" + prompt_hash(self.name, generate=request.fingerprint)
+        digest = prompt_hash(self.name, generate=request.fingerprint, labels=list(self.labels))
+        key = f"{self.prefix}:generate:{digest}"
         cached = self.redis.get(key)
         if cached is not None:
             self.cache_hits["generate"] += 1

@@ -86,6 +86,12 @@ class SimulatedTeacher:
     def __repr__(self) -> str:
         return f"SimulatedTeacher(accuracy={self.accuracy}, pool={len(self._pool)}, labels={self.labels!r})"
 
+    def add_class(self, name: str, description: str, examples: Sequence[str]) -> None:
+        # The oracle knows the gold of its pool only: it abstains on the new class's texts and
+        # writes none of them (the operator's examples are training data, not its to hand back).
+        if name not in self.labels:
+            self.labels = check_labels((*self.labels, name))
+
     def label(self, texts: Sequence[str]) -> list[TeacherLabel]:
         if isinstance(texts, str):
             raise TypeError("label() takes a sequence of texts, not one string")

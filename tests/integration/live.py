@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,45 @@ def answered(records: list[Any]) -> dict[str, list[Prediction]]:
         p = decode(Prediction, r.value)
         by_id[p.id].append(p)
     return by_id
+
+
+def versions(records: list[Any]) -> set[str]:
+    """The model versions that answered ``records`` of ``predictions``."""
+    return {p.model_version for ps in answered(records).values() for p in ps}
+
+
+def replay_until_a_new_model_answers(
+    replay: Callable[[threading.Event], None],
+    predictions: TopicReader,
+    timeout: float,
+    during: Callable[[], None] = lambda: None,
+) -> list[Any]:
+    """Run ``replay`` (traffic until its event is set) in a thread, do ``during``, and wait for an
+    answer from a second model version; the traffic stops either way."""
+    stop = threading.Event()
+    thread = threading.Thread(target=replay, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        during()
+        return predictions.until(
+            lambda rs: len(versions(rs)) >= 2, timeout=timeout, what="a second model's answer"
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+def check_answered_once_in_model_order(records: list[Any], ids: Collection[str]) -> None:
+    """Each of ``ids`` answered exactly once, and hot-swaps in order: swaps happen between batches,
+    so on each partition, once a newer model answers, no older one does."""
+    by_id = answered(records)
+    assert set(by_id) >= set(ids), f"{len(set(ids) - set(by_id))} requests never answered"
+    assert all(len(by_id[i]) == 1 for i in ids), "a request was answered twice"
+    last: dict[int, int] = {}
+    for r in records:
+        n = int(decode(Prediction, r.value).model_version[1:])
+        assert n >= last.get(r.partition, 0), "an older model answered after a newer one"
+        last[r.partition] = n
 
 
 def metric(port: int | None, name: str, **labels: str) -> float:

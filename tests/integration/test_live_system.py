@@ -23,14 +23,19 @@ from streams.events import (
     MAX_RECORD_BYTES,
     DeadLetter,
     HardEvent,
-    Prediction,
     Request,
     Sample,
     decode,
 )
 from streams.stack import EmbeddedStack
 from streams.topics import Topics
-from tests.integration.live import answered, live_settings, metric
+from tests.integration.live import (
+    answered,
+    check_answered_once_in_model_order,
+    live_settings,
+    metric,
+    replay_until_a_new_model_answers,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -63,10 +68,9 @@ def test_end_to_end_hard_events_mined_samples_generated_model_promoted_and_hot_s
         assert os.getpriority(os.PRIO_PROCESS, trainer_pid) == min(19, os.nice(0) + settings.trainer_nice)
         traffic = list(load_splits(settings).traffic)
         predictions = kafka.reader(stack.settings, topics.predictions)
-        stop = threading.Event()
         report = ReplayReport()
 
-        def replay() -> None:  # a steady trickle until a hot-swap has been seen
+        def replay(stop: threading.Event) -> None:  # a steady trickle until a hot-swap has been seen
             replayer = Replayer(
                 kafka.producer(stack.settings),
                 topics,
@@ -77,33 +81,11 @@ def test_end_to_end_hard_events_mined_samples_generated_model_promoted_and_hot_s
             )
             replayer.run(traffic * 4, stop=stop, report=report)
 
-        thread = threading.Thread(target=replay, daemon=True)
-        thread.start()
-        try:
-            predictions.until(
-                lambda rs: len({p.model_version for ps in answered(rs).values() for p in ps}) >= 2,
-                timeout=900,
-                what="a prediction from a second model version",
-            )
-        finally:
-            stop.set()
-            thread.join(timeout=60)
+        replay_until_a_new_model_answers(replay, predictions, timeout=900)
         records = predictions.until(
             lambda rs: set(report.ids) <= set(answered(rs)), timeout=300, what="every request answered"
         )
-        by_id = answered(records)
-        assert set(by_id) == set(report.ids)
-        assert all(len(ps) == 1 for ps in by_id.values()), "a request was answered twice"
-        # Swaps happen between batches: on each partition, once a newer model answers, no older one does.
-        order = {"v0001": 1}
-        for r in records:
-            p = decode(Prediction, r.value)
-            order.setdefault(p.model_version, int(p.model_version[1:]))
-        last: dict[int, int] = {}
-        for r in records:
-            n = order[decode(Prediction, r.value).model_version]
-            assert n >= last.get(r.partition, 0), "an older model answered after a newer one"
-            last[r.partition] = n
+        check_answered_once_in_model_order(records, report.ids)
 
         hard = [
             decode(HardEvent, r.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from consumers.feedback import Taxonomy
 from pgkd.model_record import ModelRecord
+from pgkd.taxonomy import NewClass
 
 
 def test_feedback_follows_the_current_models_taxonomy():
@@ -26,3 +27,24 @@ def test_feedback_follows_the_current_models_taxonomy():
     assert taxonomy.refresh() == {"business", "sport", "weather"}
     registry.current = lambda: (_ for _ in ()).throw(ConnectionError("redis away"))
     assert taxonomy.refresh() == {"business", "sport", "weather"}  # the last one read stands
+
+
+def test_feedback_also_takes_the_classes_an_operator_added_before_a_model_knows_them():
+    class Registry:
+        def current(self):
+            return ModelRecord("v0001", "uri", "0" * 64, 0.0, labels=["business", "sport"])
+
+        def labels(self, record):
+            return tuple(record.labels)
+
+    class Added:  # a test double of the TaxonomyStore
+        classes: list = []
+
+        def added(self):
+            return self.classes
+
+    added = Added()
+    taxonomy = Taxonomy(Registry(), refresh_seconds=0.0, added=added)
+    assert taxonomy.refresh() == {"business", "sport"}
+    added.classes = [NewClass(name="weather", description="forecasts", examples=["a", "b", "c", "d"])]
+    assert taxonomy.refresh() == {"business", "sport", "weather"}

@@ -125,12 +125,20 @@ def test_train_candidate_warm_starts_only_a_full_fine_tune_with_a_model_to_conti
         return SimpleNamespace(student=SimpleNamespace(metadata=SimpleNamespace()))
 
     monkeypatch.setattr("pgkd.retrain_round.retrain", fake_retrain)
-    s, previous = splits(), cast(Student, object())
+    s = splits()
+    base, previous = (cast(Student, SimpleNamespace(labels=s.labels)) for _ in range(2))
+    smaller = cast(Student, SimpleNamespace(labels=s.labels[:-1]))  # before an operator added a class
     full, head = TrainConfig(mode="full", max_epochs=20), TrainConfig(mode="head", max_epochs=20)
-    train_candidate(cast(Student, None), previous, s, [sample("x")], full, warm_start=True, warm_epochs=2)
-    train_candidate(cast(Student, None), None, s, [], full, warm_start=True, warm_epochs=2)
-    train_candidate(cast(Student, None), previous, s, [], head, warm_start=True, warm_epochs=2)
-    assert [(c["warm_start"], c["epochs"]) for c in calls] == [(True, 2), (False, 20), (False, 20)]
+    train_candidate(base, previous, s, [sample("x")], full, warm_start=True, warm_epochs=2)
+    train_candidate(base, None, s, [], full, warm_start=True, warm_epochs=2)
+    train_candidate(base, previous, s, [], head, warm_start=True, warm_epochs=2)
+    train_candidate(base, smaller, s, [], full, warm_start=True, warm_epochs=2)
+    assert [(c["warm_start"], c["epochs"]) for c in calls] == [
+        (True, 2),
+        (False, 20),
+        (False, 20),
+        (False, 20),
+    ]
     assert calls[0]["train"] == len(s.train) + 1
 
 

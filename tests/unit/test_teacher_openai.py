@@ -200,6 +200,20 @@ def test_label_uses_a_json_schema_with_an_enum_of_the_labels() -> None:
     assert schema["additionalProperties"] is False
 
 
+def test_an_added_class_is_described_offered_and_shown_in_use() -> None:
+    teacher, endpoint = make_teacher(lambda body: label_answer("weather"), shots=8)
+    assert teacher.label(["Storms all week"]) == [TeacherLabel(None, 0.0)]  # not a label yet
+    examples = ["Rain on Monday", "A heatwave ends", "Snow in the hills", "Gales at sea"]
+    teacher.add_class("weather", "forecasts, storms and temperatures", examples)
+    assert teacher.label(["Storms all week"]) == [TeacherLabel("weather", 1.0)]
+    body = endpoint.requests[-1]
+    assert "- weather: forecasts, storms and temperatures" in body["messages"][0]["content"]
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["label"]["enum"] == [*LABELS, "weather"]
+    shown = [t for t, label in demo_turns(body) if label == "weather"]
+    assert shown and set(shown) <= set(examples)  # the operator's examples among the demonstrations
+
+
 @pytest.mark.parametrize(
     "attack",
     [
