@@ -1,6 +1,6 @@
 """Operating and inspecting a running system: ``rollback`` and ``release`` of the served model,
-``add-class`` to the taxonomy, ``versions`` and ``report`` of the registry, ``replay`` of a
-dataset's traffic and ``classify`` of one text.
+``add-class`` to the taxonomy (and ``suggest-classes`` for it), ``versions`` and ``report`` of the
+registry, ``replay`` of a dataset's traffic and ``classify`` of one text.
 """
 
 from __future__ import annotations
@@ -86,6 +86,51 @@ def add_class(
         f"when its held-out recall reaches {settings.new_class_min_recall:g} and the old classes' "
         f"macro-F1 falls by at most {settings.new_class_max_old_drop:g}"
     )
+
+
+@app.command("suggest-classes")
+def suggest_classes(
+    min_size: Annotated[int, Opt(help="texts a cluster needs to be offered")] = 5,
+    max_distance: Annotated[float, Opt(help="cosine distance at which clusters stop merging")] = 0.8,
+    out: Annotated[Path, Opt(help="folder for one examples file per candidate")] = Path(
+        "runs/suggested-classes"
+    ),
+    config: ConfigOpt = None,
+) -> None:
+    """Offer clusters of the latest out-of-taxonomy traffic as candidate classes. Nothing is added:
+    read a candidate's examples file, keep the texts that belong, and run `pgkd add-class NAME
+    --description ... --examples-file FILE`."""
+    import redis
+
+    from pgkd.class_suggestions import suggest_classes as clusters_of
+    from pgkd.student import Student
+    from pgkd.taxonomy import TaxonomyStore
+    from streams.connect import redis_client
+
+    settings = stream_settings(config)
+    with library_errors():
+        try:
+            texts = TaxonomyStore(redis_client(settings), namespace=settings.namespace).unknown()
+        except redis.RedisError as exc:
+            raise PGKDError(f"cannot reach Redis (PGKD_REDIS_URL): {exc}") from exc
+        if not texts:
+            console.print("no out-of-taxonomy traffic kept yet: nothing to suggest")
+            return
+        encoder = Student.create(("known", "unknown"), settings.base_model, max_length=settings.max_length)
+        found = clusters_of(texts, encoder.embed, min_size=min_size, max_distance=max_distance)
+    out.mkdir(parents=True, exist_ok=True)
+    table = Table("#", "texts", "keywords", "nearest its centre", "examples file")
+    for i, candidate in enumerate(found, 1):
+        path = out / f"candidate-{i}.txt"
+        path.write_text("\n".join(" ".join(t.split()) for t in candidate.examples) + "\n", encoding="utf-8")
+        table.add_row(
+            str(i), str(candidate.size), ", ".join(candidate.keywords), candidate.examples[0][:60], str(path)
+        )
+    console.print(
+        f"{len(texts)} out-of-taxonomy texts kept; candidates (clusters of {min_size} or more): {len(found)}"
+    )
+    if found:
+        console.print(table)
 
 
 @app.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Sequence
 
 import redis
@@ -35,6 +36,7 @@ from streams.settings import StreamSettings
 
 log = logging.getLogger("pgkd.mining")
 TEACHER_BACKOFF = Backoff(initial=2.0, cap=300.0)
+UNKNOWN_BUFFER = 1000  # out-of-taxonomy texts held between two writes to Redis
 
 Job = Generation | Labelling[HardEvent]
 
@@ -56,6 +58,7 @@ class Miner:
         self.join = join  # where the teacher's labels go for the audit against ground truth
         self.taxonomy = taxonomy  # the classes an operator adds
         self.awaiting: set[str] = set()  # added classes a generation is aimed at once a model knows them
+        self.unknown: deque[str] = deque(maxlen=UNKNOWN_BUFFER)  # out-of-taxonomy texts not yet kept
         self.jobs: JobPlanner[HardEvent] = JobPlanner(
             HardWindow(min_hard=settings.min_hard, every_seconds=settings.generate_every_seconds),
             label_queue=settings.label_queue,
@@ -100,7 +103,10 @@ class Miner:
                 ]
             return []
         # An out-of-taxonomy text is counted, never labelled: a label of the taxonomy forced onto it
-        # would teach the student that the grocery list is politics.
+        # would teach the student that the grocery list is politics. It is kept for an operator
+        # looking for a class that is missing (pgkd suggest-classes).
+        if event.reason == "out_of_taxonomy":
+            self.unknown.append(event.text)
         if event.reason == "low_confidence" and self.jobs.queue(event):
             metrics.HARD_DROPPED.labels(reason="label_queue_full").inc()  # the oldest one went
         return []
@@ -117,15 +123,23 @@ class Miner:
         self.jobs.drifted(event.classes)
 
     def follow_taxonomy(self) -> list[str]:
-        """Teach the teacher the classes an operator added since the last look (their training
-        examples only: the held-out ones judge the model), and once the current model knows such a
-        class, aim the next generation at it. Returns the names it taught (Redis: off the loop)."""
+        """Keep the out-of-taxonomy texts seen since the last call, teach the teacher the classes an
+        operator added since then (their training examples only: the held-out ones judge the model),
+        and once the current model knows such a class, aim the next generation at it. Returns the
+        names it taught (Redis: off the loop)."""
         if self.taxonomy is None:
             return []
+        kept = [self.unknown.popleft() for _ in range(len(self.unknown))]
+        try:
+            self.taxonomy.remember_unknown(kept)
+        except redis.RedisError:
+            self.unknown.extendleft(reversed(kept))  # kept for the next try, within the buffer's bound
+            raise
         taught = []
         for new in self.taxonomy.added():
             if new.name not in self.teacher.labels:
                 self.teacher.add_class(new.name, new.description, new.split()[0])
+                self.jobs.exclude = [*self.jobs.exclude, *new.examples]  # a copy teaches nothing
                 self.awaiting.add(new.name)
                 taught.append(new.name)
                 log.info("the teacher learns the added class %r", new.name)

@@ -104,11 +104,26 @@ def grown(splits: Splits, added: Sequence[NewClass]) -> Splits:
 
 
 class TaxonomyStore:
-    """The added classes of one namespace, in a Redis hash (name -> class as JSON)."""
+    """The added classes of one namespace, in a Redis hash (name -> class as JSON), and the latest
+    out-of-taxonomy texts, in a capped list, from which :mod:`pgkd.class_suggestions` offers
+    candidate classes."""
 
-    def __init__(self, redis: Any, *, namespace: str) -> None:
-        self.redis = redis
+    def __init__(self, redis: Any, *, namespace: str, keep_unknown: int = 2000) -> None:
+        self.redis, self.keep_unknown = redis, keep_unknown
         self.key = f"{namespace}:taxonomy:added"
+        self.unknown_key = f"{namespace}:taxonomy:unknown"
+
+    def remember_unknown(self, texts: Sequence[str]) -> None:
+        """Keep ``texts`` (out of the taxonomy) among the latest ``keep_unknown`` such texts."""
+        if texts:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.lpush(self.unknown_key, *texts)
+            pipe.ltrim(self.unknown_key, 0, self.keep_unknown - 1)
+            pipe.execute()
+
+    def unknown(self) -> list[str]:
+        """The latest out-of-taxonomy texts, newest first."""
+        return [t.decode() if isinstance(t, bytes) else t for t in self.redis.lrange(self.unknown_key, 0, -1)]
 
     def add(self, new: NewClass, base_labels: Sequence[str]) -> NewClass:
         """Add ``new`` unless its name is taken (by a seed label or an added class, case aside);

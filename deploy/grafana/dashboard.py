@@ -289,6 +289,12 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
                 [("{{job}} {{cache}}", "max by (job, cache) (pgkd_cache_entries)")],
                 "timeseries",
             ),
+            (
+                "Classes candidates learn: the seed labels and those an operator added",
+                "short",
+                [("{{origin}}", "max by (origin) (pgkd_trainer_taxonomy_classes)")],
+                "timeseries",
+            ),
         ],
     ),
 ]

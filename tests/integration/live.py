@@ -40,6 +40,11 @@ def live_settings(
     return StreamSettings(**{**base, **overrides})
 
 
+def local_teacher(url: str, model: str) -> dict[str, Any]:
+    """The settings of the session's real local LLM teacher (a slow one: a generation takes minutes)."""
+    return {"teacher": "local", "teacher_url": url, "teacher_model": model, "teacher_timeout": 300.0}
+
+
 # A whole stack under load: short texts, many hard events, small teacher steps.
 BUSY: dict[str, Any] = {
     "serve_max_chars": 200,

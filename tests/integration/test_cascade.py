@@ -9,7 +9,7 @@ from pgkd.runner import load_splits
 from streams.events import Prediction, Request, decode
 from streams.stack import EmbeddedStack
 from streams.topics import Topics
-from tests.integration.live import answered, live_settings, metric
+from tests.integration.live import answered, live_settings, local_teacher, metric
 
 pytestmark = pytest.mark.slow
 OUTCOMES = ("late", "busy", "teacher", "failed", "over_budget", "abstained")
@@ -30,10 +30,7 @@ def cascade_stack(broker, redis_url, namespace, tmp_path, url, model, deadline, 
         redis_url,
         namespace,
         tmp_path,
-        teacher="local",
-        teacher_url=url,
-        teacher_model=model,
-        teacher_timeout=300.0,
+        **local_teacher(url, model),
         cascade=True,
         cascade_threshold=1.0,  # the bar is the teacher's audited accuracy alone
         cascade_deadline=deadline,

@@ -1,6 +1,7 @@
-"""A class added at run time, on a real broker (tansu) and a real Redis: the operator's `pgkd add-class`
-reaches the trainer, a model of the grown taxonomy is judged on the old classes and the new one,
-and both serving workers hot-swap to it while traffic flows, losing no event."""
+"""A class added at run time, on a real broker (tansu), a real Redis and the real local LLM teacher:
+the operator's `pgkd add-class` reaches the trainer, a model of the grown taxonomy is judged on the
+old classes and the new one, both serving workers hot-swap to it while traffic flows, losing no
+event, and the teacher writes samples of the new class."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import pytest
 from pgkd.runner import load_splits
 from producers.replay import Replayer, ReplayReport
 from streams import connect
-from streams.events import Request
+from streams.events import Request, Sample, decode
 from streams.stack import EmbeddedStack
 from streams.topics import Topics
 from tests.integration.live import (
     answered,
     check_answered_once_in_model_order,
     live_settings,
+    local_teacher,
     metric,
     replay_until_a_new_model_answers,
 )
@@ -50,15 +52,25 @@ UNSEEN = [
 ]
 
 
-def test_an_operator_adds_a_class_and_both_workers_answer_with_it_losing_no_event(
-    broker, redis_url, namespace, tmp_path, kafka
+def test_an_operator_adds_a_class_the_teacher_writes_for_it_and_both_workers_answer_with_it(
+    broker, redis_url, namespace, tmp_path, kafka, local_teacher_url, local_teacher_model
 ):
-    # No sample makes the trainer retrain: only the added class does.
     settings = live_settings(
-        broker, redis_url, namespace, tmp_path, retrain_every_samples=100_000, retrain_every_seconds=86_400
+        broker,
+        redis_url,
+        namespace,
+        tmp_path,
+        # No sample makes the trainer retrain (only the added class does), and no traffic is hard
+        # enough to keep the teacher busy: its one job is the new class.
+        retrain_every_samples=100_000,
+        retrain_every_seconds=86_400,
+        low_confidence=1.0,
+        **local_teacher(local_teacher_url, local_teacher_model),
+        samples_per_step=4,
+        target_classes=1,
     )
     topics = Topics(namespace)
-    services = ("trainer", "serving", "feedback")
+    services = ("trainer", "serving", "feedback", "mining")
     with EmbeddedStack(settings, tmp_path / "stack", services=services, serving_workers=2) as stack:
         stack.wait_healthy(timeout=300)
         registry = connect.registry(stack.settings)
@@ -95,6 +107,8 @@ def test_an_operator_adds_a_class_and_both_workers_answer_with_it_losing_no_even
         assert grown.metrics["validation"]["per_class_f1"]["weather"] > 0
         trainer = stack.services["trainer"].metrics_port
         assert metric(trainer, "pgkd_trainer_taxonomy_classes", origin="added") == 1
+        weather_f1 = grown.metrics["validation"]["per_class_f1"]["weather"]
+        assert metric(trainer, "pgkd_trainer_class_f1", model="current", label="weather") == weather_f1
         records = predictions.until(
             lambda rs: set(report.ids) <= set(answered(rs)), timeout=300, what="every request answered"
         )
@@ -117,6 +131,17 @@ def test_an_operator_adds_a_class_and_both_workers_answer_with_it_losing_no_even
         verdicts = [answers[i][-1] for i in ids]
         assert {p.model_version for p in verdicts} == {"v0002"}
         assert sum(p.label == "weather" for p in verdicts) >= len(verdicts) // 2
+        # The teacher learnt the class and, once v0002 knew it, wrote samples of it.
+        samples = kafka.reader(stack.settings, topics.samples).until(
+            lambda rs: any(written(r.value) for r in rs), timeout=600, what="a teacher's sample of weather"
+        )
+        sample = next(decode(Sample, r.value) for r in samples if written(r.value))
+        assert sample.model_version == "v0002" and sample.text not in WEATHER
         workers = [stack.services["serving-0"], stack.services["serving-1"]]
         assert all(metric(w.metrics_port, "pgkd_serving_predictions_total") > 0 for w in workers)
         assert all(w.alive and w.health()["ok"] for w in workers)
+
+
+def written(value: bytes) -> bool:
+    sample = decode(Sample, value)
+    return sample.source == "teacher_generated" and sample.label == "weather"
