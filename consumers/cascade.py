@@ -21,6 +21,7 @@ from pgkd.errors import TeacherBudgetExceeded, TeacherRateLimited
 from pgkd.feedback import FeedbackJoin, TeacherAudit
 from pgkd.runner import load_splits
 from pgkd.student import Student
+from pgkd.taxonomy import TaxonomyStore, teach
 from pgkd.teacher.base import Teacher, TeacherLabel
 from streams import connect, metrics
 from streams.settings import StreamSettings
@@ -36,8 +37,15 @@ class Cascade:
 
     AUDIT_SECONDS = 30.0
 
-    def __init__(self, policy: CascadePolicy, teacher: Teacher, join: Any, max_in_flight: int) -> None:
-        self.policy, self.teacher, self.join = policy, teacher, join
+    def __init__(
+        self,
+        policy: CascadePolicy,
+        teacher: Teacher,
+        join: Any,
+        max_in_flight: int,
+        taxonomy: TaxonomyStore | None = None,
+    ) -> None:
+        self.policy, self.teacher, self.join, self.taxonomy = policy, teacher, join, taxonomy
         self.max_in_flight = max_in_flight
         self.pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="cascade")
         self.in_flight = 0
@@ -53,6 +61,8 @@ class Cascade:
             self.audited_at = time.monotonic()
             try:  # on a thread of its own, never behind the teacher's calls, and never long
                 self.audit = await asyncio.wait_for(asyncio.to_thread(self.join.teacher_audit), 2.0)
+                if self.taxonomy is not None:  # a class an operator added is one the teacher may answer
+                    await asyncio.wait_for(asyncio.to_thread(self._follow_taxonomy), 2.0)
             except Exception as exc:  # Redis away or slow: keep the last audit, serving goes on
                 log.warning("cascade: no teacher audit from Redis (%s); keeping the last one", exc)
         bar = self.policy.bar(self.audit.teacher_accuracy, self.audit.judged)
@@ -89,6 +99,11 @@ class Cascade:
             metrics.CASCADE.labels(outcome="teacher" if label.label is not None else "abstained").inc()
         return answers
 
+    def _follow_taxonomy(self) -> None:
+        assert self.taxonomy is not None
+        for name in teach(self.teacher, self.taxonomy.added()):
+            log.info("cascade: the teacher learns the added class %r", name)
+
     def _finished(self, _future: Any) -> None:
         self.in_flight -= 1
 
@@ -107,5 +122,9 @@ def cascade_for(settings: StreamSettings, stack: ExitStack) -> Cascade:
         settings.teacher_audit_min,
     )
     return Cascade(
-        policy, teacher, FeedbackJoin(redis, namespace=settings.namespace), settings.cascade_max_in_flight
+        policy,
+        teacher,
+        FeedbackJoin(redis, namespace=settings.namespace),
+        settings.cascade_max_in_flight,
+        TaxonomyStore(redis, namespace=settings.namespace),
     )

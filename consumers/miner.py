@@ -24,7 +24,7 @@ from pgkd.evaluation import ScoredExample
 from pgkd.feedback import FeedbackJoin
 from pgkd.registry import ModelRegistry
 from pgkd.retry import Backoff, Cooldown, retry_after
-from pgkd.taxonomy import TaxonomyStore
+from pgkd.taxonomy import TaxonomyStore, teach
 from pgkd.teacher.base import prompt_hash
 from pgkd.teacher.breaker import CircuitBreaker
 from pgkd.teacher.request import GenerationRequest
@@ -135,13 +135,12 @@ class Miner:
         except redis.RedisError:
             self.unknown.extendleft(reversed(kept))  # kept for the next try, within the buffer's bound
             raise
-        taught = []
-        for new in self.taxonomy.added():
-            if new.name not in self.teacher.labels:
-                self.teacher.add_class(new.name, new.description, new.split()[0])
+        added = self.taxonomy.added()
+        taught = teach(self.teacher, added)
+        for new in added:
+            if new.name in taught:
                 self.jobs.exclude = [*self.jobs.exclude, *new.examples]  # a copy teaches nothing
                 self.awaiting.add(new.name)
-                taught.append(new.name)
                 log.info("the teacher learns the added class %r", new.name)
         if self.awaiting and (record := self.registry.current()) is not None:
             known = self.awaiting & set(self.registry.labels(record))

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pgkd.data import Example, Splits
 from pgkd.errors import PGKDError
 from pgkd.samples import sample_key
+from pgkd.teacher.base import Teacher
 
 MIN_EXAMPLES = 4  # at least 3 to train on and 1 to check the class on
 MAX_EXAMPLES = 200
@@ -101,6 +102,17 @@ def grown(splits: Splits, added: Sequence[NewClass]) -> Splits:
         validation=tuple(validation),
         descriptions={**splits.descriptions, **{new.name: new.description for new in added}},
     )
+
+
+def teach(teacher: Teacher, added: Sequence[NewClass]) -> list[str]:
+    """Teach ``teacher`` the ``added`` classes it does not know yet, with their descriptions and
+    training examples (never the held-out ones: they judge the model); the names it learnt."""
+    taught = []
+    for new in added:
+        if new.name not in teacher.labels:
+            teacher.add_class(new.name, new.description, new.split()[0])
+            taught.append(new.name)
+    return taught
 
 
 class TaxonomyStore:

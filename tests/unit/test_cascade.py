@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import cast
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from pgkd.feedback import TeacherAudit
 from pgkd.registry import ModelRegistry
 from pgkd.serving import ModelSlot
 from pgkd.student import Predictions, Student
+from pgkd.taxonomy import NewClass, TaxonomyStore
 from pgkd.teacher.base import TeacherLabel
 from streams import metrics
 from streams.events import Prediction, Request, decode
@@ -112,6 +114,24 @@ def test_a_trusted_teacher_answers_the_unsure_requests_in_time():
     answers = run(cascade.answer(["sure", "unsure"], np.array([0.99, 0.3]), None))
     assert answers[0] is None and answers[1] == TeacherLabel("tech", 0.9)
     assert teacher.asked == [["unsure"]] and outcome("teacher") == before + 1
+
+
+def test_the_cascade_teacher_learns_the_classes_an_operator_added():
+    class Taught(ScriptedTeacher):
+        def add_class(self, name, description, examples):
+            self.labels, self.examples = (*self.labels, name), list(examples)
+
+    class Added:  # a test double of the TaxonomyStore
+        def added(self):
+            return [NewClass(name="weather", description="d", examples=["rain", "snow", "hail", "fog"])]
+
+    teacher = Taught("weather")
+    cascade = Cascade(
+        CascadePolicy(0.6, deadline=5.0), teacher, Join(TRUSTED), 2, cast(TaxonomyStore, Added())
+    )
+    answers = run(cascade.answer(["storms ahead"], np.array([0.3]), None))
+    assert teacher.labels[-1] == "weather" and answers[0] == TeacherLabel("weather", 0.9)
+    assert len(teacher.examples) == 3  # the held-out example is not the teacher's to see
 
 
 @pytest.mark.parametrize(
