@@ -133,7 +133,9 @@ class Retrainer:
                     assert current is not None  # the first model is never held
                     # The schedule's clock starts now: a fine-tune takes minutes, and the first sample
                     # must not look a retrain-period old.
-                    self.last_train, self.taxonomy_grew = time.monotonic(), False
+                    self.last_train = time.monotonic()
+        # After a restart: retrain at once only if the current model lacks a class added meanwhile.
+        self.taxonomy_grew = not set(self.splits.labels) <= set(self.registry.labels(current))
         self.reconcile(current)
         metrics.set_current_version(current.version)
         _scores("current", current.metrics.get("validation"), current.metrics.get("calibration"))
