@@ -45,6 +45,9 @@ def test_soak_with_swaps_keeps_memory_bounded_drains_lag_and_loses_nothing(
         retrain_every_seconds=45.0,
         promotion_min_delta=-1.0,  # every retrain is promoted: the soak is about swaps, not quality
         promotion_max_class_drop=1.0,
+        # At its default priority the trainer yields the cores to serving, and at 70% of the peak a
+        # retrain took minutes (one swap in 180 s): the soak wants swaps under load, so no yielding.
+        trainer_nice=0,
     )
     topics = Topics(namespace)
     with EmbeddedStack(settings, tmp_path / "stack") as stack:
