@@ -70,14 +70,14 @@ class TaxonomyUnknown(PGKDError, ConnectionError):
 
 class Taxonomy:
     """The labels feedback is judged by: the current model's, from its registry record, and the
-    classes an operator added (``added``, a :class:`~pgkd.taxonomy.TaxonomyStore`: their ground truth
+    classes an operator added (in ``store``, a :class:`~pgkd.taxonomy.TaxonomyStore`: their ground truth
     teaches the model that will know them), read again every ``refresh_seconds`` so that a promoted
     model with another taxonomy is followed."""
 
     def __init__(
-        self, registry: Any, refresh_seconds: float = 30.0, added: TaxonomyStore | None = None
+        self, registry: Any, refresh_seconds: float = 30.0, store: TaxonomyStore | None = None
     ) -> None:
-        self.registry, self.refresh_seconds, self.added = registry, refresh_seconds, added
+        self.registry, self.refresh_seconds, self.store = registry, refresh_seconds, store
         self.labels: frozenset[str] | None = None
         self.read_at = -math.inf
 
@@ -90,7 +90,7 @@ class Taxonomy:
         if self.stale:
             try:
                 record = self.registry.current()
-                added = {c.name for c in self.added.added()} if self.added else set()
+                added = {c.name for c in self.store.added()} if self.store else set()
             except Exception as exc:  # Redis or storage away: keep judging by the labels read last
                 log.warning("cannot read the current model's taxonomy (%s); keeping the last one", exc)
                 return self.labels
@@ -249,7 +249,7 @@ def build(settings: StreamSettings) -> tuple[Any, Joiner]:
     send = runtime.faust_sender(app, topics.hard, topics.drift, topics.dead_letter)
     taxonomy = Taxonomy(
         connect.registry(settings, redis_client),
-        added=TaxonomyStore(redis_client, namespace=settings.namespace),
+        store=TaxonomyStore(redis_client, namespace=settings.namespace),
     )
     joiner = Joiner(settings, join, taxonomy, send)
     source = app.topic(topics.requests, topics.predictions, topics.feedback)

@@ -137,11 +137,10 @@ class Miner:
             raise
         added = self.taxonomy.added()
         taught = teach(self.teacher, added)
-        for new in added:
-            if new.name in taught:
-                self.jobs.exclude = [*self.jobs.exclude, *new.examples]  # a copy teaches nothing
-                self.awaiting.add(new.name)
-                log.info("the teacher learns the added class %r", new.name)
+        for new in (c for c in added if c.name in taught):
+            self.jobs.exclude = [*self.jobs.exclude, *new.examples]  # a copy teaches nothing
+            self.awaiting.add(new.name)
+            log.info("the teacher learns the added class %r", new.name)
         if self.awaiting and (record := self.registry.current()) is not None:
             known = self.awaiting & set(self.registry.labels(record))
             if known:

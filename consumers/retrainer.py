@@ -71,7 +71,6 @@ class Retrainer:
         self.growth = GrowthRule(settings.new_class_max_old_drop, settings.new_class_min_recall)
         self.seed_splits = splits
         self.taxonomy = TaxonomyStore(redis, namespace=settings.namespace)
-        self.added: tuple[str, ...] = ()
         self.use(splits)
         self.taxonomy_grew = False
         self.schedule = RetrainSchedule(settings.retrain_every_samples, settings.retrain_every_seconds)
@@ -92,6 +91,11 @@ class Retrainer:
         metrics.TAXONOMY_CLASSES.labels(origin="seed").set(len(self.seed_splits.labels))
         metrics.TAXONOMY_CLASSES.labels(origin="added").set(len(self.added))
 
+    @property
+    def added(self) -> tuple[str, ...]:
+        """The classes an operator added that candidates train on: the labels after the seed ones."""
+        return self.splits.labels[len(self.seed_splits.labels) :]
+
     def follow_taxonomy(self) -> bool:
         """Take up the classes an operator added since the last look (the next round trains on
         them); True when there were any."""
@@ -100,7 +104,6 @@ class Retrainer:
         if names == self.added:
             return False
         log.info("taxonomy grown by %s: the next candidate learns it", ", ".join(names[len(self.added) :]))
-        self.added = names
         self.use(grown(self.seed_splits, added))
         self.taxonomy_grew = True
         return True

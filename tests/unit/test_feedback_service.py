@@ -44,7 +44,7 @@ def test_feedback_also_takes_the_classes_an_operator_added_before_a_model_knows_
             return self.classes
 
     added = Added()
-    taxonomy = Taxonomy(Registry(), refresh_seconds=0.0, added=added)
+    taxonomy = Taxonomy(Registry(), refresh_seconds=0.0, store=added)
     assert taxonomy.refresh() == {"business", "sport"}
     added.classes = [NewClass(name="weather", description="forecasts", examples=["a", "b", "c", "d"])]
     assert taxonomy.refresh() == {"business", "sport", "weather"}
