@@ -16,7 +16,10 @@ abstentions), :func:`pgkd.cascade.replay` gives accuracy, dollars per 1,000 requ
 tokens at Claude 3 Haiku's list prices, $0.25 / $1.25 per million prompt / completion tokens) and the
 p99 latency. The ``policy`` column marks the rows the default policy can reach: it routes only under
 min(threshold, the teacher's measured accuracy), so a teacher weaker than the student answers
-nothing. Rows go to benchmarks/results/cascade.json.
+nothing. The live audit scores the teacher on the traffic mining sends it, the texts under
+``low_confidence`` (0.5); so does this column (``audited_accuracy``), not the teacher's accuracy over
+all texts, which hard texts pull down less. Each threshold also has both classifiers' accuracy on
+the texts it routes. Rows, with every text's verdicts, go to benchmarks/results/cascade.json.
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ from pgkd.student import Student
 RESULTS = Path(__file__).parent / "results" / "cascade.json"
 PROMPT_PRICE, COMPLETION_PRICE = 0.25 / 1e6, 1.25 / 1e6  # Claude 3 Haiku, $ per token
 THRESHOLDS = [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0]
+LOW_CONFIDENCE = 0.5  # StreamSettings.low_confidence: what mining asks the teacher to label
+
+
+def accuracy_on(predicted: list[str | None], gold: list[str], mask: np.ndarray) -> float | None:
+    """Accuracy over the texts in ``mask`` that got an answer (None: there are none)."""
+    pairs = [(p, g) for p, g, m in zip(predicted, gold, mask, strict=True) if m and p is not None]
+    return round(float(np.mean([p == g for p, g in pairs])), 4) if pairs else None
 
 
 def simulated(gold: list[str], labels: tuple[str, ...], accuracy: float, seed: int) -> list[str | None]:
@@ -57,6 +67,8 @@ def curve(
 ) -> list[dict[str, Any]]:
     answered = [t for t in teacher_labels if t is not None]
     accuracy = float(np.mean([t == g for t, g in zip(teacher_labels, gold, strict=True) if t is not None]))
+    confidence = student["confidence"]
+    audited = accuracy_on(teacher_labels, gold, confidence < LOW_CONFIDENCE)
     rows = []
     for threshold in THRESHOLDS:
         policy = CascadePolicy(threshold, out_of_taxonomy=False, deadline=deadline, min_audited=0)
@@ -70,6 +82,7 @@ def curve(
             policy,
             teacher_accuracy=1.0,
         )  # the bare threshold, whatever the teacher's accuracy
+        under = confidence < threshold
         rows.append(
             {
                 "threshold": threshold,
@@ -78,10 +91,17 @@ def curve(
                 "usd_per_1000": round(raw.teacher_calls_per_1000 * cost_per_call, 4),
                 "p50_ms": round(raw.p50_ms, 1),
                 "p99_ms": round(raw.p99_ms, 1),
-                "policy_routes": threshold <= accuracy or threshold == 0.0,
+                "teacher_accuracy_routed": accuracy_on(teacher_labels, gold, under),
+                "student_accuracy_routed": accuracy_on(student["labels"], gold, under),
+                "policy_routes": threshold == 0.0 or (audited is not None and threshold <= audited),
             }
         )
-    return [{"teacher_accuracy": round(accuracy, 4), "teacher_answered": len(answered) / len(gold)}, *rows]
+    head = {
+        "teacher_accuracy": round(accuracy, 4),
+        "audited_accuracy": audited,
+        "teacher_answered": len(answered) / len(gold),
+    }
+    return [head, *rows]
 
 
 def run(dataset: str, n: int, deadline: float, simulated_seconds: float) -> list[dict[str, Any]]:
@@ -110,6 +130,8 @@ def run(dataset: str, n: int, deadline: float, simulated_seconds: float) -> list
             t0 = time.perf_counter()
             labels.append(teacher.label([text])[0].label)
             seconds.append(time.perf_counter() - t0)
+            if len(seconds) % 10 == 0:
+                print(f"{dataset}: teacher answered {len(seconds)}/{n}", flush=True)
         usage = teacher.usage
     per_call = (usage.prompt_tokens * PROMPT_PRICE + usage.completion_tokens * COMPLETION_PRICE) / max(
         1, usage.calls
@@ -133,6 +155,13 @@ def run(dataset: str, n: int, deadline: float, simulated_seconds: float) -> list
             "tokens_per_call": round(usage.tokens / max(1, usage.calls), 1),
             "usd_per_call": per_call,
             "curve": points,
+            "verdicts": {
+                "gold": gold,
+                "student": seen["labels"],
+                "confidence": [round(float(c), 4) for c in seen["confidence"]],
+                "teacher": labels,
+                "seconds": [round(s, 3) for s in seconds],
+            },
         }
     )
     for accuracy in (0.70, 0.85, 0.95):
@@ -151,17 +180,25 @@ def run(dataset: str, n: int, deadline: float, simulated_seconds: float) -> list
     return rows
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def table(rows: list[dict[str, Any]], thresholds: list[float] | None = None) -> str:
     lines = [
-        "| dataset | teacher | teacher acc | threshold | accuracy | routed | $ / 1,000 | p99 ms "
-        "| policy routes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | teacher | teacher acc (all / audited) | threshold | accuracy | routed "
+        "| teacher / student acc on routed | $ / 1,000 | p99 ms | policy routes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
     for r in rows:
         for p in r["curve"]:
+            if thresholds is not None and p["threshold"] not in thresholds:
+                continue
             lines.append(
-                f"| {r['dataset']} | {r['teacher']} | {r['teacher_accuracy']:.3f} | {p['threshold']:.2f} | "
-                f"{p['accuracy']:.3f} | {p['routed']:.2f} | {p['usd_per_1000']:.3f} | {p['p99_ms']:.0f} | "
+                f"| {r['dataset']} | {r['teacher']} | {r['teacher_accuracy']:.2f} / "
+                f"{num(r.get('audited_accuracy'))} | {p['threshold']:.2f} | {p['accuracy']:.2f} | "
+                f"{p['routed']:.2f} | {num(p.get('teacher_accuracy_routed'))} / "
+                f"{num(p.get('student_accuracy_routed'))} | {p['usd_per_1000']:.3f} | {p['p99_ms']:.0f} | "
                 f"{'yes' if p['policy_routes'] else 'no'} |"
             )
     return "\n".join(lines)
@@ -176,6 +213,7 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=30.0, help="seconds the teacher has per request")
     parser.add_argument("--simulated-seconds", type=float, default=1.0)
     parser.add_argument("--table", action="store_true")
+    parser.add_argument("--show", nargs="+", type=float, default=None, help="thresholds the table shows")
     args = parser.parse_args()
     if not args.table:
         rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
@@ -185,7 +223,7 @@ def main() -> None:
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
             print(json.dumps(new), flush=True)
-    print(table(json.loads(RESULTS.read_text())))
+    print(table(json.loads(RESULTS.read_text()), args.show))
 
 
 if __name__ == "__main__":
