@@ -28,6 +28,11 @@ COMMANDS = [
     "benchmarks/swap_memory.py --swaps 20",
     "benchmarks/retrain_time.py --dataset wordnet --sizes 1000 3000 10000 --strategies head full full-warm",
     "benchmarks/scale_out.py --workers 1 2 4 --n 1200 --chars 200",
+    "benchmarks/learning.py --dataset foldoc --arms seed random pgkd --seeds 0 1 2",
+    "benchmarks/out_of_taxonomy.py --datasets bbc wordnet foldoc",
+    "benchmarks/class_suggestions.py --datasets bbc wordnet foldoc --seeds 0 1 2",
+    "benchmarks/cascade.py --datasets bbc wordnet --n 100",
+    "benchmarks/drift_recovery.py --dataset wordnet --weak 12 --before 300 --rate 3 --judge 200 --minutes 15",
 ]
 
 if __name__ == "__main__":
