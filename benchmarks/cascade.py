@@ -39,11 +39,13 @@ from pgkd.cascade import CascadePolicy, replay
 from pgkd.runner import build_teacher, load_splits, train_config
 from pgkd.settings import load_settings
 from pgkd.student import Student
+from streams.settings import StreamSettings
 
 RESULTS = Path(__file__).parent / "results" / "cascade.json"
 PROMPT_PRICE, COMPLETION_PRICE = 0.25 / 1e6, 1.25 / 1e6  # Claude 3 Haiku, $ per token
 THRESHOLDS = [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0]
-LOW_CONFIDENCE = 0.5  # StreamSettings.low_confidence: what mining asks the teacher to label
+# What mining asks the teacher to label, so what the live audit scores it on.
+LOW_CONFIDENCE = StreamSettings.model_fields["low_confidence"].default
 
 
 def accuracy_on(predicted: list[str | None], gold: list[str], mask: np.ndarray) -> float | None:
