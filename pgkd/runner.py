@@ -136,6 +136,7 @@ def distill_config(settings: Settings) -> DistillConfig:
         train=train_config(settings),
         warm_start=settings.warm_start,
         guidance_split=settings.guidance_split,
+        min_improvement=settings.min_improvement,
         calibrate=settings.calibrate,
         detector=detector_config(settings),
         seed=settings.seed,

@@ -209,6 +209,20 @@ def test_guidance_split_keeps_the_teacher_off_the_selection_set(splits, student)
         DistillConfig(guidance_split=1.0)
 
 
+def test_a_selection_margin_keeps_the_seed_model_unless_a_step_clears_it(splits, student):
+    # No validation gain can exceed 1.0: every step is trained and recorded, none is kept.
+    teacher = ScriptedTeacher(list(splits.traffic))
+    config = DistillConfig(steps=2, samples_per_step=6, prompt_examples=4, min_improvement=1.0, train=CFG)
+    result = distill(splits, teacher, config, student=student)
+    assert [r.accepted > 0 for r in result.history[1:]] == [True, True]
+    assert not any(r.improved for r in result.history[1:])
+    assert result.best_step == 0
+    assert result.best.metadata.metrics["step"] == 0
+    assert result.final_validation.summary() == result.history[0].validation
+    with pytest.raises(ValueError, match="min_improvement"):
+        DistillConfig(min_improvement=-0.01)
+
+
 def test_ablations_drop_the_report_or_the_hard_negatives(splits, student):
     no_report = ScriptedTeacher(list(splits.traffic))
     distill(

@@ -61,3 +61,13 @@ def test_restart_backoff_bounds_are_checked_where_settings_enter():
 
     with pytest.raises(ValueError, match="must not exceed restart_max_backoff"):
         StreamSettings(restart_backoff=30, restart_max_backoff=5)
+
+
+def test_the_selection_margin_reaches_the_loop(monkeypatch):
+    from pgkd.runner import distill_config
+
+    monkeypatch.setenv("PGKD_MIN_IMPROVEMENT", "0.03")
+    assert distill_config(load_settings(None)).min_improvement == 0.03
+    assert distill_config(load_settings(None, min_improvement=0.0)).min_improvement == 0.0
+    with pytest.raises(ConfigError, match="min_improvement"):
+        load_settings(None, min_improvement=-0.1)
