@@ -19,7 +19,8 @@ from tests.integration.test_redis_outage import wait_until
 
 pytestmark = pytest.mark.slow
 
-SOAK_SECONDS = 180
+SOAK_SECONDS = 180  # at least this long under load
+SOAK_MAX_SECONDS = 420  # and on until the second hot-swap: a retrain's time under load varies run to run
 BURST = 600
 RATE_SHARE = 0.7  # of the peak measured with the whole stack running: sustainable, not idle
 
@@ -78,7 +79,11 @@ def test_soak_with_swaps_keeps_memory_bounded_drains_lag_and_loses_nothing(
         swaps_before = metric(serving.metrics_port, "pgkd_serving_swaps_total", result="swapped")
         samples: list[tuple[float, float, float]] = []  # (t, rss MB, swaps so far)
         began = time.monotonic()
-        while time.monotonic() - began < SOAK_SECONDS:
+        # CI once saw the second swap land after 180 s (first at ~105 s): the soak is about swaps under
+        # load, so it waits for them rather than betting a fixed window holds two retrains.
+        while time.monotonic() - began < SOAK_SECONDS or (
+            samples[-1][2] < 2 and time.monotonic() - began < SOAK_MAX_SECONDS
+        ):
             time.sleep(5)
             predictions.poll()
             samples.append(
@@ -98,7 +103,7 @@ def test_soak_with_swaps_keeps_memory_bounded_drains_lag_and_loses_nothing(
         predictions.until(
             lambda rs: set(report.ids) <= set(answered(rs)), 300, f"every soak request answered ({summary})"
         )
-        assert len(report.ids) > rate * SOAK_SECONDS * 0.8, summary
+        assert len(report.ids) > rate * samples[-1][0] * 0.8, summary
         wait_until(
             lambda: (
                 metric(serving.metrics_port, "pgkd_consumer_lag", service="serving", topic=topics.requests)
