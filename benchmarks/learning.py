@@ -120,6 +120,7 @@ def run_pgkd(settings: Settings, splits: Splits, arm: str, steps: int | None) ->
         "chosen_step": result.best_step,
         "steps_run": len(history) - 1,
         "stop_reason": result.stop_reason,
+        "min_improvement": config.min_improvement,  # the validation margin a step needed to be kept
         "validation_lift": chosen.validation["macro_f1"] - seed_row.validation["macro_f1"],
         "test_lift": chosen.test["macro_f1"] - seed_row.test["macro_f1"],  # type: ignore[index]
         "best_test_step": by_test.step,
@@ -230,7 +231,8 @@ def main() -> None:
                             seed_student, _ = fit_and_test(settings, splits, list(splits.train))
                         extra = draw_uncertain(seed_student, splits, r, seed)
                     _, result = fit_and_test(settings, splits, [*splits.train, *extra])
-                    rows.append({**common, "added": r, **result})
+                    # A small traffic pool (BBC: 699 texts) caps R: the row says what was added.
+                    rows.append({**common, "added": len(extra), "requested": r, **result})
             elif arm in PGKD_ARMS:
                 result = run_pgkd(settings, splits, arm, args.steps)
                 rows = [{**common, "added": result["n_train"] - len(splits.train), **result}]
