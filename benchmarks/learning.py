@@ -183,6 +183,47 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def replay(steps: list[dict[str, Any]], margin: float, patience: int = 5) -> tuple[int, int]:
+    """(chosen step, last step run) had the run used ``margin``: each step's samples and model do
+    not depend on which step is kept (guidance comes from the step's own model), so a recorded run
+    replays exactly under a larger margin, which can only stop it sooner."""
+    best, best_score, stale, last = 0, steps[0]["validation_macro_f1"], 0, 0
+    for s in steps[1:]:
+        last = s["step"]
+        if s["accepted"] and s["validation_macro_f1"] > best_score + margin:
+            best, best_score, stale = s["step"], s["validation_macro_f1"], 0
+        else:
+            stale += 1
+        if stale >= patience:
+            break
+    return best, last
+
+
+def replay_table(rows: list[dict[str, Any]], margins: list[float]) -> str:
+    """Each recorded PGKD run's test macro-F1 lift over its seed model under each selection margin."""
+    lines = [
+        "| dataset | arm | seed | recorded with | " + " | ".join(f"margin {m:g}" for m in margins) + " |",
+        "|---|---|---|---|" + "---|" * len(margins),
+    ]
+    for r in rows:
+        if not r["arm"].startswith("pgkd") or not r.get("steps"):
+            continue
+        cells = []
+        for m in margins:
+            if m < r.get("min_improvement", 0):  # a smaller margin could have run on past the stop
+                cells.append("-")
+                continue
+            chosen, last = replay(r["steps"], m)
+            lift = r["steps"][chosen]["test_macro_f1"] - r["steps"][0]["test_macro_f1"]
+            cells.append(f"step {chosen} of {last}: {lift:+.3f}")
+        lines.append(
+            f"| {r['dataset']} | {r['arm']} | {r['seed']} | {r.get('min_improvement', 0):g} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,9 +237,15 @@ def main() -> None:
     parser.add_argument("--base-model", default=None, help="encoder folder (default all-MiniLM-L6-v2)")
     parser.add_argument("--arm-suffix", default="", help="appended to arm names, e.g. -mpnet or -head")
     parser.add_argument("--table", action="store_true", help="print the results table and exit")
+    parser.add_argument(
+        "--replay-margins", nargs="+", type=float, help="replay the recorded PGKD runs under these margins"
+    )
     args = parser.parse_args()
     if args.table:
         print(table(json.loads(RESULTS.read_text())))
+        return
+    if args.replay_margins:
+        print(replay_table(json.loads(RESULTS.read_text()), args.replay_margins))
         return
     for seed in args.seeds:
         flags: dict[str, Any] = {"dataset": args.dataset, "seed": seed}
