@@ -64,8 +64,11 @@ def test_restart_backoff_bounds_are_checked_where_settings_enter():
 
 
 def test_the_selection_margin_reaches_the_loop(monkeypatch):
+    from pgkd.distill_records import DistillConfig
     from pgkd.runner import distill_config
 
+    # One default, whether the loop is configured from settings or called as a library.
+    assert distill_config(load_settings(None)).min_improvement == DistillConfig().min_improvement > 0
     monkeypatch.setenv("PGKD_MIN_IMPROVEMENT", "0.03")
     assert distill_config(load_settings(None)).min_improvement == 0.03
     assert distill_config(load_settings(None, min_improvement=0.0)).min_improvement == 0.0
