@@ -38,7 +38,7 @@ import numpy as np
 
 from pgkd.data import Example, Splits
 from pgkd.distill import distill
-from pgkd.distill_records import DistillConfig
+from pgkd.distill_records import DistillConfig, StepSelection
 from pgkd.evaluation import evaluate
 from pgkd.runner import build_teacher, distill_config, load_splits, train_config
 from pgkd.settings import Settings, load_settings
@@ -187,16 +187,14 @@ def replay(steps: list[dict[str, Any]], margin: float, patience: int = 5) -> tup
     """(chosen step, last step run) had the run used ``margin``: each step's samples and model do
     not depend on which step is kept (guidance comes from the step's own model), so a recorded run
     replays exactly under a larger margin, which can only stop it sooner."""
-    best, best_score, stale, last = 0, steps[0]["validation_macro_f1"], 0, 0
+    selection = StepSelection(steps[0]["validation_macro_f1"], margin, patience)
+    last = 0
     for s in steps[1:]:
         last = s["step"]
-        if s["accepted"] and s["validation_macro_f1"] > best_score + margin:
-            best, best_score, stale = s["step"], s["validation_macro_f1"], 0
-        else:
-            stale += 1
-        if stale >= patience:
+        selection.observe(last, s["validation_macro_f1"], bool(s["accepted"]))
+        if selection.exhausted:
             break
-    return best, last
+    return selection.best_step, last
 
 
 def replay_table(rows: list[dict[str, Any]], margins: list[float]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pgkd.calibration import calibrate, calibration_error
 from pgkd.data import Example, Splits
-from pgkd.distill_records import DistillConfig, DistillResult, Metric, StepRecord
+from pgkd.distill_records import DistillConfig, DistillResult, Metric, StepRecord, StepSelection
 from pgkd.errors import (
     ModelError,
     TeacherBudgetExceeded,
@@ -92,7 +92,8 @@ def distill(
     guide_report, scored_val, val_report = judge(current)
     test_report = assess(current, splits.test, head)[0] if config.evaluate_test else None
     seed_test = test_report
-    best, best_step, best_score = current, 0, _metric(val_report, config.metric)
+    best = current
+    selection = StepSelection(_metric(val_report, config.metric), config.min_improvement, config.patience)
     best_val, best_test = val_report, test_report
     history = [
         StepRecord(
@@ -109,7 +110,6 @@ def distill(
     ]
     emit({"event": "step", "record": history[-1]})
     stop_reason = f"completed {config.steps} steps"
-    stale = 0
     for step in range(1, config.steps + 1):
         step_started = time.perf_counter()
         request = generation_request(
@@ -154,12 +154,9 @@ def distill(
         else:
             note = note or "no sample accepted; model unchanged"
         value = _metric(val_report, config.metric)
-        improved = bool(accepted) and value > best_score + config.min_improvement
+        improved = selection.observe(step, value, bool(accepted))
         if improved:
-            best, best_step, best_score, best_val, best_test = current, step, value, val_report, test_report
-            stale = 0
-        else:
-            stale += 1
+            best, best_val, best_test = current, val_report, test_report
         history.append(
             StepRecord(
                 step=step,
@@ -179,10 +176,11 @@ def distill(
             )
         )
         emit({"event": "step", "record": history[-1]})
-        if stale >= config.patience:
+        if selection.exhausted:
             stop_reason = f"early stop: no validation improvement for {config.patience} steps"
             break
 
+    best_step = selection.best_step
     best.metadata.data_fingerprint = fingerprint(
         [*splits.train, *samples[: _samples_used(history, best_step)]]
     )

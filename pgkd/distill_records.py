@@ -19,6 +19,32 @@ from pgkd.training import TrainConfig
 Metric = Literal["macro_f1", "accuracy"]  # the validation score that decides "better" (here and in promotion)
 
 
+@dataclass
+class StepSelection:
+    """Algorithm 1's choice of step: a step counts only when it added samples and beats the best
+    validation score so far by more than ``margin``; ``patience`` steps in a row that do not count
+    end the run. Step 0 (the seed model) is the first best."""
+
+    best_score: float
+    margin: float
+    patience: int
+    best_step: int = 0
+    stale: int = 0
+
+    def observe(self, step: int, score: float, accepted: bool) -> bool:
+        """Record ``step``'s validation score; True when it becomes the best."""
+        improved = accepted and score > self.best_score + self.margin
+        if improved:
+            self.best_step, self.best_score, self.stale = step, score, 0
+        else:
+            self.stale += 1
+        return improved
+
+    @property
+    def exhausted(self) -> bool:
+        return self.stale >= self.patience
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """Knobs of Algorithm 1; the defaults are the paper's (10 steps, 32 samples, patience 5, 16 examples).

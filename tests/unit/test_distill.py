@@ -6,7 +6,7 @@ import pytest
 
 from pgkd.data import Example, Splits
 from pgkd.distill import distill, fingerprint
-from pgkd.distill_records import DistillConfig
+from pgkd.distill_records import DistillConfig, StepSelection
 from pgkd.errors import TeacherBudgetExceeded
 from pgkd.report import write_report
 from pgkd.student import Student
@@ -240,3 +240,13 @@ def test_ablations_drop_the_report_or_the_hard_negatives(splits, student):
         student=student,
     )
     assert no_hard.requests[0]["hard"] == [] and "precision" in no_hard.requests[0]["report"]
+
+
+def test_step_selection_keeps_only_clear_gains_with_samples_and_runs_out_of_patience():
+    selection = StepSelection(best_score=0.40, margin=0.02, patience=2)
+    assert not selection.observe(1, 0.415, accepted=True)  # inside the margin
+    assert selection.observe(2, 0.43, accepted=True)
+    assert not selection.observe(3, 0.90, accepted=False)  # no samples, the model did not change
+    assert not selection.exhausted
+    assert not selection.observe(4, 0.44, accepted=True)
+    assert selection.exhausted and (selection.best_step, selection.best_score) == (2, 0.43)
