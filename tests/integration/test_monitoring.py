@@ -44,6 +44,20 @@ def prometheus_binary() -> str:
     return found
 
 
+def wait_ready(port: int, proc, seconds: float) -> bool:
+    """Prometheus opens its port before its storage is up and answers 503 until then."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as r:
+                if r.status == 200:
+                    return True
+        except OSError:  # refused, or 503 (HTTPError) while the TSDB loads
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def query_range(port: int, expr: str, start: float, end: float) -> dict:
     params = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": "2s"})
     try:
@@ -95,6 +109,7 @@ def test_every_dashboard_expression_returns_data(broker, redis_url, namespace, t
         ).start()
         try:
             assert wait_port("127.0.0.1", port, 60, prometheus.proc), tail(prometheus.log)
+            assert wait_ready(port, prometheus.proc, 60), tail(prometheus.log)
             started = time.time()
             # Every target scraped once before any traffic, so that rates see every increase.
             deadline = time.monotonic() + 60
