@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 setup: $(STAMP)
 
-# The live system end to end on BBC News: broker, Redis, LLM teacher and the services, all local.
+# The live system end to end on WordNet (`--dataset` for others): broker, Redis, LLM teacher and the services, all local.
 demo: $(STAMP)
 	$(VENV)/bin/pgkd demo
 
