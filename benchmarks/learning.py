@@ -50,6 +50,10 @@ PGKD_ARMS = {
     # Half of validation guides the teacher (report, examples, hard negatives), the other half
     # alone picks the step: the selection is no longer graded on what the teacher was aimed at.
     "pgkd-guided": {"teacher": "simulated", "guidance_split": 0.5},
+    # Design choices (BENCHMARKS.md section 4): each step keeps fine-tuning the previous
+    # step's model instead of the base; the teacher aims at 4 weak classes a step instead of 10.
+    "pgkd-warm": {"teacher": "simulated", "warm_start": True},
+    "pgkd-4-targets": {"teacher": "simulated", "target_classes": 4},
     "pgkd-no-report": {"teacher": "simulated", "use_report": False},
     "pgkd-no-hard-negatives": {"teacher": "simulated", "use_hard_negatives": False},
     "pgkd-local": {"teacher": "local"},

@@ -87,6 +87,11 @@ def run(settings: StreamSettings, stop: threading.Event) -> None:
     try:
         while not stop.is_set():
             try:
+                if time.monotonic() - reconciled >= RECONCILE_SECONDS:
+                    # Before the poll: a broker that came back empty fails polls until the topics
+                    # are back, and only this step recreates them.
+                    trainer.reconcile()
+                    reconciled = time.monotonic()
                 batch = consumer.poll(timeout_ms=1000, max_records=500)
                 records = [r for rs in batch.values() for r in rs]
                 if records:
@@ -106,9 +111,6 @@ def run(settings: StreamSettings, stop: threading.Event) -> None:
                     }
                 )
                 trainer.maybe_retrain()
-                if time.monotonic() - reconciled >= RECONCILE_SECONDS:
-                    trainer.reconcile()
-                    reconciled = time.monotonic()
                 status.update(ok=True, pending=trainer.pending(), error=None)
                 failures = 0
             except Exception as exc:  # Redis, the broker or a training failure: retry, never die

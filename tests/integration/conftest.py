@@ -21,6 +21,7 @@ from pgkd.teacher.models import DEFAULT_LOCAL_MODEL
 from tests.integration.live import KafkaClients
 
 HERE = Path(__file__).resolve().parent
+LOG_TAIL_LINES = 40
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -35,6 +36,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if embedded:
             config.hook.pytest_deselected(items=embedded)
             items[:] = [i for i in items if i not in embedded]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed live test shows the end of each service's log: CI keeps nothing else of a run."""
+    outcome = yield
+    report = outcome.get_result()
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.when != "call" or not report.failed or tmp_path is None:
+        return
+    for log in sorted(Path(tmp_path).glob("**/*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        report.sections.append((f"last {len(lines)} lines of {log.relative_to(tmp_path)}", "\n".join(lines)))
 
 
 @dataclass(frozen=True)

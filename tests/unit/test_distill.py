@@ -250,3 +250,12 @@ def test_step_selection_keeps_only_clear_gains_with_samples_and_runs_out_of_pati
     assert not selection.exhausted
     assert not selection.observe(4, 0.44, accepted=True)
     assert selection.exhausted and (selection.best_step, selection.best_score) == (2, 0.43)
+
+
+def test_every_pgkd_arm_of_the_learning_benchmark_is_a_valid_distill_config():
+    from benchmarks.learning import PGKD_ARMS
+
+    for arm, options in PGKD_ARMS.items():
+        config = dict(options)
+        assert config.pop("teacher") in ("simulated", "local"), arm
+        DistillConfig(**config)  # a misspelt option raises TypeError here, not an hour into a run
