@@ -50,6 +50,8 @@ PGKD_ARMS = {
     # Half of validation guides the teacher (report, examples, hard negatives), the other half
     # alone picks the step: the selection is no longer graded on what the teacher was aimed at.
     "pgkd-guided": {"teacher": "simulated", "guidance_split": 0.5},
+    # Guidance from 2-fold out-of-fold verdicts on the seed labels; all 200 validation labels select.
+    "pgkd-oof": {"teacher": "simulated", "guidance_folds": 2},
     # Design choices (BENCHMARKS.md section 4): each step keeps fine-tuning the previous
     # step's model instead of the base; the teacher aims at 4 weak classes a step instead of 10.
     "pgkd-warm": {"teacher": "simulated", "warm_start": True},

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from sklearn.model_selection import StratifiedKFold
 
 from pgkd.calibration import calibrate, calibration_error
 from pgkd.data import Example, Splits
@@ -79,8 +82,13 @@ def distill(
     samples: list[Example] = []
     started = time.perf_counter()
 
-    def judge(model: Student) -> tuple[ValidationReport, list[ScoredExample], ValidationReport]:
+    def judge(model: Student, step: int) -> tuple[ValidationReport, list[ScoredExample], ValidationReport]:
         """The guidance report and verdicts the teacher reads, and the selection report."""
+        if config.guidance_folds:
+            emit({"event": "guidance", "step": step, "folds": config.guidance_folds})
+            added = train_set[len(splits.train) :]
+            guide_report, guide_scored = out_of_fold(base, splits.train, added, select_set, config)
+            return guide_report, guide_scored, assess(model, select_set, head)[0]
         guide_report, guide_scored = assess(model, guide_set, head)
         if guide_set is select_set:
             return guide_report, guide_scored, guide_report
@@ -89,7 +97,7 @@ def distill(
     emit({"event": "train", "step": 0, "size": len(train_set)})
     current = successor(base, base, mode, seed=config.seed)
     fit = current.fit(train_set, select_set, config.train)
-    guide_report, scored_val, val_report = judge(current)
+    guide_report, scored_val, val_report = judge(current, 0)
     test_report = assess(current, splits.test, head)[0] if config.evaluate_test else None
     seed_test = test_report
     best = current
@@ -149,7 +157,7 @@ def distill(
             emit({"event": "train", "step": step, "size": len(train_set)})
             current = successor(base, current, mode, seed=config.seed, warm=config.warm_start)
             train_seconds = current.fit(train_set, select_set, config.train).seconds
-            guide_report, scored_val, val_report = judge(current)
+            guide_report, scored_val, val_report = judge(current, step)
             test_report = assess(current, splits.test, head)[0] if config.evaluate_test else None
         else:
             note = note or "no sample accepted; model unchanged"
@@ -211,6 +219,36 @@ def successor(base: Student, current: Student, mode: TrainMode, *, seed: int, wa
     if warm and mode == "full" and current is not base:
         return current.clone()
     return base.successor(mode, seed=seed)
+
+
+def out_of_fold(
+    base: Student,
+    gold: Sequence[Example],
+    added: Sequence[Example],
+    select: Sequence[Example],
+    config: DistillConfig,
+) -> tuple[ValidationReport, list[ScoredExample]]:
+    """Every gold training text judged by a student that never trained on it: ``guidance_folds``
+    students from ``base``, each fitted on the other folds plus every ``added`` sample and early-stopped
+    on ``select``. Only gold texts are judged: the report describes real data, not the teacher's."""
+    k = config.guidance_folds
+    head = config.train.mode == "head"
+    labels = [e.label for e in gold]
+    try:
+        with warnings.catch_warnings():  # a class rarer than k still splits, sklearn just warns
+            warnings.simplefilter("ignore", UserWarning)
+            folds = list(StratifiedKFold(k, shuffle=True, random_state=config.seed).split(labels, labels))
+    except ValueError as exc:
+        raise ModelError(f"cannot split {len(gold)} training examples into {k} folds: {exc}") from exc
+    predicted = [""] * len(gold)
+    confidence = [0.0] * len(gold)
+    for fit_on, held_out in folds:
+        judge = base.successor(config.train.mode, seed=config.seed)
+        judge.fit([gold[i] for i in fit_on] + list(added), select, config.train)
+        pred = judge.predict([gold[i].text for i in held_out], cache=head)
+        for i, label, conf in zip(held_out, pred.labels, pred.confidence.tolist(), strict=True):
+            predicted[i], confidence[i] = label, conf
+    return evaluate(base.labels, labels, predicted), score(gold, predicted, confidence)
 
 
 def split_validation(

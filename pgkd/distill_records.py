@@ -73,6 +73,10 @@ class DistillConfig:
     # Share of validation that only guides the teacher (report, examples, hard negatives); the rest
     # only selects the step. 0 is the paper: one set does both, so validation overstates the lift.
     guidance_split: float = 0.0
+    # Guidance from the training set instead: k students, each fitted without one fold of the seed
+    # labels, score that fold; the report and the hard negatives come from these out-of-fold
+    # verdicts and all of validation selects. 0: off. Costs k extra fine-tunes a step.
+    guidance_folds: int = 0
     # Ablations of the paper's prompt: without the report the teacher sees no per-class scores and
     # is aimed at the classes of the mistakes it is shown; without hard negatives it gets none.
     use_report: bool = True
@@ -94,6 +98,10 @@ class DistillConfig:
             raise ValueError(f"min_improvement must be >= 0, got {self.min_improvement}")
         if not 0 <= self.guidance_split < 1:
             raise ValueError(f"guidance_split must be in [0, 1), got {self.guidance_split}")
+        if self.guidance_folds == 1 or self.guidance_folds < 0:
+            raise ValueError(f"guidance_folds must be 0 (off) or at least 2, got {self.guidance_folds}")
+        if self.guidance_folds and self.guidance_split:
+            raise ValueError("guidance_folds and guidance_split are two sources of guidance: choose one")
 
 
 @dataclass

@@ -136,6 +136,7 @@ def distill_config(settings: Settings) -> DistillConfig:
         train=train_config(settings),
         warm_start=settings.warm_start,
         guidance_split=settings.guidance_split,
+        guidance_folds=settings.guidance_folds,
         min_improvement=settings.min_improvement,
         calibrate=settings.calibrate,
         detector=detector_config(settings),
@@ -219,6 +220,9 @@ class StepTable:
         kind = event["event"]
         if kind == "train":
             self.status.update(f"step {event['step']}/{self.steps}: training on {event['size']} examples ...")
+        elif kind == "guidance":
+            folds = event["folds"]
+            self.status.update(f"step {event['step']}/{self.steps}: {folds} out-of-fold students judging ...")
         elif kind == "teacher":
             self.status.update(
                 f"step {event['step']}/{self.steps}: teacher writing for {', '.join(event['classes'])} ..."

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     prompt_examples: int = Field(16, ge=1, le=200, description="examples of each kind in a prompt")
     target_classes: int = Field(10, ge=1, description="weak classes the teacher writes for a step")
     guidance_split: float = Field(0.0, ge=0, lt=1, description="share of validation that only guides")
+    guidance_folds: int = Field(
+        0, ge=0, le=20, description="guide from k-fold out-of-fold verdicts on the training set (0: off)"
+    )
     # The paper keeps any validation gain (0). A real teacher's gains are often inside the noise of
     # 200 labels (bootstrap sd ~0.03 of macro-F1), so the default margin keeps the seed model unless
     # a step beats it clearly (BENCHMARKS.md s.4 replays every recorded run under each margin).
@@ -87,6 +90,14 @@ class Settings(BaseSettings):
     local_threads: int | None = Field(None, ge=1, le=512)
     # output
     runs_dir: Path = Path("runs")
+
+    @model_validator(mode="after")
+    def _one_source_of_guidance(self) -> Settings:
+        if self.guidance_folds == 1:
+            raise ValueError("guidance_folds must be 0 (off) or at least 2")
+        if self.guidance_folds and self.guidance_split:
+            raise ValueError("guidance_folds and guidance_split are two sources of guidance: choose one")
+        return self
 
 
 S = TypeVar("S", bound=Settings)

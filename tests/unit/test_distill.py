@@ -209,6 +209,40 @@ def test_guidance_split_keeps_the_teacher_off_the_selection_set(splits, student)
         DistillConfig(guidance_split=1.0)
 
 
+def test_out_of_fold_guidance_judges_each_seed_label_with_a_student_that_never_saw_it(
+    splits, student, monkeypatch
+):
+    fits: list[set[str]] = []
+    stopped_on: list[int] = []
+    real_fit = Student.fit
+
+    def spy(self, train, validation, config):
+        fits.append({e.text for e in train})
+        stopped_on.append(len(validation))
+        return real_fit(self, train, validation, config)
+
+    monkeypatch.setattr(Student, "fit", spy)
+    teacher = ScriptedTeacher(list(splits.traffic))
+    config = DistillConfig(steps=1, samples_per_step=6, prompt_examples=30, guidance_folds=2, train=CFG)
+    result = distill(splits, teacher, config, student=student)
+    seed = {e.text for e in splits.train}
+    added = {e.text for e in result.samples}
+    # step 0: the candidate and 2 fold students; step 1 the same, every fold student with the samples
+    assert len(fits) == 6 and fits[0] == seed and fits[3] == seed | added
+    for candidate, folds in ((fits[0], fits[1:3]), (fits[3], fits[4:6])):
+        held_out = [candidate - f for f in folds]
+        assert all(held_out) and not held_out[0] & held_out[1] and held_out[0] | held_out[1] == seed
+    assert added <= fits[4] & fits[5]
+    shown = {h.text for h in teacher.requests[0]["hard"]}
+    assert shown and shown <= seed  # hard negatives come from the training set, not validation
+    assert "precision" in teacher.requests[0]["report"]
+    assert stopped_on == [len(splits.validation)] * 6  # all of validation early-stops and selects
+    with pytest.raises(ValueError, match="guidance_folds"):
+        DistillConfig(guidance_folds=1)
+    with pytest.raises(ValueError, match="choose one"):
+        DistillConfig(guidance_folds=2, guidance_split=0.5)
+
+
 def test_a_selection_margin_keeps_the_seed_model_unless_a_step_clears_it(splits, student):
     # No validation gain can exceed 1.0: every step is trained and recorded, none is kept.
     teacher = ScriptedTeacher(list(splits.traffic))

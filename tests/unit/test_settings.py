@@ -74,3 +74,15 @@ def test_the_selection_margin_reaches_the_loop(monkeypatch):
     assert distill_config(load_settings(None, min_improvement=0.0)).min_improvement == 0.0
     with pytest.raises(ConfigError, match="min_improvement"):
         load_settings(None, min_improvement=-0.1)
+
+
+def test_out_of_fold_guidance_reaches_the_loop_and_excludes_a_validation_split(monkeypatch):
+    from pgkd.runner import distill_config
+
+    assert distill_config(load_settings(None)).guidance_folds == 0
+    monkeypatch.setenv("PGKD_GUIDANCE_FOLDS", "3")
+    assert distill_config(load_settings(None)).guidance_folds == 3
+    with pytest.raises(ConfigError, match="at least 2"):
+        load_settings(None, guidance_folds=1)
+    with pytest.raises(ConfigError, match="choose one"):
+        load_settings(None, guidance_split=0.5)
