@@ -29,6 +29,7 @@ import fcntl
 import json
 import random
 import statistics
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from pgkd.data import Example, Splits
-from pgkd.distill import distill
+from pgkd.distill import ProgressEvent, distill
 from pgkd.distill_records import DistillConfig, StepSelection
 from pgkd.evaluation import evaluate
 from pgkd.runner import build_teacher, distill_config, load_splits, train_config
@@ -101,6 +102,20 @@ def draw_uncertain(student: Student, splits: Splits, r: int, seed: int, scan: in
     return [pool[i] for i in np.argsort(confidence, kind="stable")[:r]]
 
 
+def print_step(event: ProgressEvent) -> None:
+    """A line on stderr per finished step: an hour-long run shows where it is, a killed one what it
+    measured."""
+    if event["event"] == "step":
+        r = event["record"]
+        test = r.test or {"accuracy": float("nan"), "macro_f1": float("nan")}
+        print(
+            f"step {r.step}: train {r.train_size}, validation macro-F1 {r.validation['macro_f1']:.3f}, "
+            f"test {test['accuracy']:.3f} / {test['macro_f1']:.3f}, {r.wall_seconds:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def run_pgkd(settings: Settings, splits: Splits, arm: str, steps: int | None) -> dict[str, Any]:
     options = dict(PGKD_ARMS[arm])
     settings = settings.model_copy(update={"teacher": options.pop("teacher")})
@@ -113,7 +128,7 @@ def run_pgkd(settings: Settings, splits: Splits, arm: str, steps: int | None) ->
     )
     with ExitStack() as stack:
         teacher = build_teacher(settings, splits, base, stack)
-        result = distill(splits, teacher, config, student=base)
+        result = distill(splits, teacher, config, student=base, on_event=print_step)
     history = result.history
     tested = [r for r in history if r.test]
     by_test = max(tested, key=lambda r: r.test["macro_f1"])  # type: ignore[index]
